@@ -277,16 +277,16 @@ class GATConv(MessagePassing):
             edge_attr = torch.jit.annotate(Optional[Tensor], None)
         self._check_input_shapes(x, edge_index, edge_attr, size)
 
-        if (isinstance(edge_index, Tensor)
-                and edge_index.layout == torch.sparse_csc):
-            # PyG's message passing takes COO and CSR: go to CSR, carrying
-            # explicit edge features as values so they follow their edges.
-            if edge_attr is not None:
-                if edge_attr.dim() == 1:
-                    edge_attr = edge_attr.view(-1, 1)
-                edge_index = _set_sparse_value(edge_index, edge_attr)
-                edge_attr = torch.jit.annotate(Optional[Tensor], None)
-            edge_index = edge_index.to_sparse_csr()
+        if isinstance(edge_index, Tensor):
+            if edge_index.layout == torch.sparse_csc:
+                # PyG's message passing takes COO and CSR: go to CSR, with
+                # explicit edge features as values so they follow the edges.
+                if edge_attr is not None:
+                    if edge_attr.dim() == 1:
+                        edge_attr = edge_attr.view(-1, 1)
+                    edge_index = _set_sparse_value(edge_index, edge_attr)
+                    edge_attr = torch.jit.annotate(Optional[Tensor], None)
+                edge_index = edge_index.to_sparse_csr()
 
         res: Optional[Tensor] = None
 

@@ -1,0 +1,320 @@
+r"""GATConv inside the PyG and PyTorch machinery: TorchScript,
+torch.compile, to_hetero, explain, NeighborLoader, half precision, autocast,
+subclasses and hooks; each compared with PyG's GATConv where PyG works."""
+import copy
+from typing import Optional, Tuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_geometric.nn as pyg_nn
+from torch import Tensor
+from torch_geometric.data import Data, HeteroData
+from torch_geometric.typing import WITH_TORCH_SPARSE, Adj, Size, SparseTensor
+
+from pyg_gat_ext import GATConv
+from tests.conftest import TOL
+from tests.helpers import make_graph
+from tests.nn.test_gat_conv_parity import make_layers
+
+
+class Wrap(torch.nn.Module):
+    r"""Scripted callers of an overloaded :meth:`forward` need a typed
+    signature, as in PyG's own tests."""
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor, edge_index: Adj, size: Size = None) -> Tensor:
+        return self.conv(x, edge_index, size=size)
+
+
+class WrapAttention(torch.nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tensor, edge_index: Tensor,
+                edge_attr: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        return self.conv(x, edge_index, edge_attr,
+                         return_attention_weights=True)
+
+
+class WrapBipartite(torch.nn.Module):
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: Tuple[Tensor, Optional[Tensor]], edge_index: Adj,
+                size: Size = None) -> Tensor:
+        return self.conv(x, edge_index, size=size)
+
+
+@pytest.mark.parametrize('edge_dim', [None, 2])
+def test_jit_script(edge_dim, device):
+    ours = GATConv(5, 4, heads=2, edge_dim=edge_dim).to(device)
+    x = torch.randn(6, 5, device=device)
+    edge_index = make_graph('self_loops', 6, 6).to(device)
+    edge_attr = None
+    if edge_dim is not None:
+        edge_attr = torch.randn(edge_index.size(1), edge_dim, device=device)
+    out, (ei, alpha) = ours(x, edge_index, edge_attr,
+                            return_attention_weights=True)
+
+    jit = torch.jit.script(WrapAttention(ours))
+    jit_out, (jit_ei, jit_alpha) = jit(x, edge_index, edge_attr)
+    torch.testing.assert_close(jit_out, out)
+    assert torch.equal(jit_ei, ei)
+    torch.testing.assert_close(jit_alpha, alpha)
+
+    if edge_dim is None:
+        jit = torch.jit.script(Wrap(ours))
+        torch.testing.assert_close(jit(x, edge_index), out)
+        torch.testing.assert_close(jit(x, edge_index, size=(6, 6)), out)
+        with pytest.raises(Exception, match="out of range for 6"):
+            jit(x, torch.tensor([[0, 7], [1, 2]], device=device))
+
+
+def test_jit_script_bipartite_and_sparse(device):
+    conv = GATConv((5, 7), 4, heads=2).to(device)
+    x = (torch.randn(6, 5, device=device), torch.randn(3, 7, device=device))
+    edge_index = make_graph('random', 6, 3).to(device)
+    jit = torch.jit.script(WrapBipartite(conv))
+    torch.testing.assert_close(jit(x, edge_index), conv(x, edge_index))
+    torch.testing.assert_close(jit((x[0], None), edge_index, (6, 3)),
+                               conv((x[0], None), edge_index, size=(6, 3)))
+    if WITH_TORCH_SPARSE:
+        adj = SparseTensor.from_edge_index(edge_index,
+                                           sparse_sizes=(6, 3)).t()
+        torch.testing.assert_close(jit(x, adj), conv(x, edge_index),
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_pyg_gat_conv_fails_to_script():
+    # Why scripting is worth a test: PyG 2.8's own layer does not script.
+    with pytest.raises(Exception):
+        torch.jit.script(WrapAttention(pyg_nn.GATConv(5, 4)))
+
+
+def _compare_compiled(conv, compiled, x, edge_index):
+    x1 = x.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    out, out_c = conv(x1, edge_index), compiled(x2, edge_index)
+    torch.testing.assert_close(out_c, out, atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    out_c.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_compile_fullgraph_without_self_loops():
+    torch._dynamo.reset()
+    conv = GATConv(5, 4, heads=2, add_self_loops=False)
+    x = torch.randn(8, 5)
+    edge_index = make_graph('random', 8, 8)
+    compiled = torch.compile(conv, fullgraph=True)
+    _compare_compiled(conv, compiled, x, edge_index)
+
+
+def test_compile_default_arguments():
+    torch._dynamo.reset()
+    conv = GATConv(5, 4, heads=2)
+    x = torch.randn(8, 5)
+    edge_index = make_graph('self_loops', 8, 8)
+    compiled = torch.compile(conv)
+    _compare_compiled(conv, compiled, x, edge_index)
+
+
+def _hetero_data():
+    g = torch.Generator().manual_seed(0)
+    data = HeteroData()
+    data['paper'].x = torch.randn(8, 6, generator=g)
+    data['author'].x = torch.randn(5, 3, generator=g)
+    data['author', 'writes', 'paper'].edge_index = torch.stack([
+        torch.randint(0, 5, (15, ), generator=g),
+        torch.randint(0, 8, (15, ), generator=g)
+    ])
+    data['paper', 'cites', 'paper'].edge_index = make_graph('random', 8, 8)
+    data['paper', 'rev_writes', 'author'].edge_index = data[
+        'author', 'writes', 'paper'].edge_index.flip(0)
+    return data
+
+
+class HomoGAT(torch.nn.Module):
+    def __init__(self, conv_cls):
+        super().__init__()
+        self.conv1 = conv_cls((-1, -1), 8, heads=2, add_self_loops=False)
+        self.conv2 = conv_cls((-1, -1), 4, add_self_loops=False)
+
+    def forward(self, x, edge_index):
+        return self.conv2(self.conv1(x, edge_index).relu(), edge_index)
+
+
+def test_to_hetero():
+    data = _hetero_data()
+    ref = pyg_nn.to_hetero(HomoGAT(pyg_nn.GATConv), data.metadata())
+    ours = pyg_nn.to_hetero(HomoGAT(GATConv), data.metadata())
+    with torch.no_grad():  # Materialise the lazy parameters.
+        ref(data.x_dict, data.edge_index_dict)
+        ours(data.x_dict, data.edge_index_dict)
+    ours.load_state_dict(ref.state_dict())
+    ref_out = ref(data.x_dict, data.edge_index_dict)
+    out = ours(data.x_dict, data.edge_index_dict)
+    assert out.keys() == ref_out.keys()
+    for key in out:
+        torch.testing.assert_close(out[key], ref_out[key])
+    sum(o.sum() for o in out.values()).backward()
+    sum(o.sum() for o in ref_out.values()).backward()
+    for (name, p), (_, q) in zip(ours.named_parameters(),
+                                 ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+class NodeGAT(torch.nn.Module):
+    def __init__(self, conv_cls, in_channels=5, num_classes=3):
+        super().__init__()
+        self.conv1 = conv_cls(in_channels, 4, heads=2)
+        self.conv2 = conv_cls(8, num_classes)
+
+    def forward(self, x, edge_index):
+        return self.conv2(F.elu(self.conv1(x, edge_index)), edge_index)
+
+
+def _explain(model, algorithm, x, edge_index):
+    from torch_geometric.explain import Explainer
+    explainer = Explainer(
+        model=model, algorithm=algorithm, explanation_type='model',
+        edge_mask_type='object', node_mask_type=None,
+        model_config=dict(mode='multiclass_classification',
+                          task_level='node', return_type='raw'))
+    torch.manual_seed(5)
+    return explainer(x, edge_index, index=2)
+
+
+@pytest.mark.parametrize('algorithm', ['gnn', 'attention'])
+def test_explain(algorithm):
+    from torch_geometric.explain.algorithm import (
+        AttentionExplainer,
+        GNNExplainer,
+    )
+    make = dict(gnn=lambda: GNNExplainer(epochs=5),
+                attention=lambda: AttentionExplainer())[algorithm]
+    torch.manual_seed(0)
+    ref = NodeGAT(pyg_nn.GATConv)
+    ours = NodeGAT(GATConv)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(10, 5)
+    edge_index = make_graph('self_loops', 10, 10)
+    ref_exp = _explain(ref, make(), x, edge_index)
+    exp = _explain(ours, make(), x, edge_index)
+    assert exp.edge_mask.shape == (edge_index.size(1), )
+    assert exp.edge_mask.abs().sum() > 0
+    torch.testing.assert_close(exp.edge_mask, ref_exp.edge_mask)
+    # The explain flags are reset afterwards:
+    assert not any(getattr(m, 'explain', False) for m in ours.modules())
+
+
+@pytest.mark.skipif(not WITH_TORCH_SPARSE,
+                    reason="NeighborLoader needs 'torch-sparse' or 'pyg-lib'")
+def test_neighbor_loader_training_step():
+    from torch_geometric.loader import NeighborLoader
+    g = torch.Generator().manual_seed(0)
+    data = Data(x=torch.randn(60, 5, generator=g),
+                edge_index=torch.randint(0, 60, (2, 300), generator=g),
+                y=torch.randint(0, 3, (60, ), generator=g))
+    loader = NeighborLoader(data, num_neighbors=[4, 3], batch_size=8,
+                            shuffle=False)
+    torch.manual_seed(0)
+    ref = NodeGAT(pyg_nn.GATConv)
+    ours = NodeGAT(GATConv)
+    ours.load_state_dict(ref.state_dict())
+    opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in (ref, ours)]
+    for step, batch in enumerate(loader):
+        losses = []
+        for model, opt in zip((ref, ours), opts):
+            opt.zero_grad()
+            out = model(batch.x, batch.edge_index)[:batch.batch_size]
+            loss = F.cross_entropy(out, batch.y[:batch.batch_size])
+            loss.backward()
+            opt.step()
+            losses.append(loss)
+        torch.testing.assert_close(losses[1], losses[0])
+        if step == 2:
+            break
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_half_precision(device):
+    ref, ours = make_layers(5, 4, torch.float32, device, heads=2)
+    x = torch.randn(8, 5, device=device)
+    edge_index = make_graph('random', 8, 8).to(device)
+    ref, ours = ref.half(), ours.half()
+    out = ours(x.half(), edge_index)
+    assert out.dtype == torch.half and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref(x.half(), edge_index))
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16])
+def test_autocast(dtype, device):
+    ref, ours = make_layers(5, 4, torch.float32, device, heads=2)
+    x = torch.randn(8, 5, device=device)
+    edge_index = make_graph('random', 8, 8).to(device)
+    with torch.autocast(device.type, dtype=dtype):
+        out, ref_out = ours(x, edge_index), ref(x, edge_index)
+    assert out.dtype == ref_out.dtype
+    torch.testing.assert_close(out, ref_out)
+    out.float().sum().backward()
+
+
+def test_subclass_overriding_message_and_edge_update():
+    def scaled(base):
+        class Scaled(base):
+            def edge_update(self, alpha_j, alpha_i, edge_attr, index, ptr,
+                            dim_size):
+                alpha = super().edge_update(alpha_j, alpha_i, edge_attr,
+                                            index, ptr, dim_size)
+                return alpha * 0.5
+
+            def message(self, x_j, alpha):
+                return super().message(x_j, alpha) + 1.0
+
+        return Scaled
+
+    torch.manual_seed(0)
+    ref = scaled(pyg_nn.GATConv)(5, 4, heads=2)
+    ours = scaled(GATConv)(5, 4, heads=2)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(8, 5)
+    edge_index = make_graph('random', 8, 8)
+    torch.testing.assert_close(ours(x, edge_index), ref(x, edge_index))
+    plain = GATConv(5, 4, heads=2)
+    plain.load_state_dict(ref.state_dict())
+    assert not torch.allclose(plain(x, edge_index), ours(x, edge_index))
+
+
+def test_message_hooks_see_attention():
+    conv = GATConv(5, 4, heads=2)
+    x = torch.randn(8, 5)
+    edge_index = make_graph('random', 8, 8)
+    seen = {}
+
+    def hook(module, inputs, output):
+        seen['alpha'] = inputs[0]['alpha']
+        seen['msg'] = output
+
+    handle = conv.register_message_forward_hook(hook)
+    out, (ei, alpha) = conv(x, edge_index, return_attention_weights=True)
+    handle.remove()
+    torch.testing.assert_close(seen['alpha'], alpha)
+    assert seen['msg'].shape == (ei.size(1), 2, 4)
+
+
+def test_deepcopy_and_dtype_float64():
+    conv = GATConv(5, 4, heads=2)
+    other = copy.deepcopy(conv).double()
+    x = torch.randn(8, 5, dtype=torch.float64)
+    edge_index = make_graph('random', 8, 8)
+    torch.testing.assert_close(
+        other(x, edge_index),
+        conv.double()(x, edge_index), **TOL[torch.float64])
