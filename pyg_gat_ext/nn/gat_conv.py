@@ -528,7 +528,8 @@ class GATConv(MessagePassing):
         if size is not None:
             if len(size) != 2:
                 raise ValueError(f"GATConv: expected 'size' to be a pair "
-                                 f"(num_src_nodes, num_dst_nodes) (got {size})")
+                                 f"(num_src_nodes, num_dst_nodes) (got "
+                                 f"{size})")
             if size[0] is not None and size[0] != num_src:
                 raise ValueError(f"GATConv: 'size' is {size} but there are "
                                  f"{num_src} source nodes in 'x'")

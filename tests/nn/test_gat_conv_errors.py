@@ -2,9 +2,9 @@ r"""Bad input gets a clear exception that names the argument and the
 shapes, raised before any computation."""
 import pytest
 import torch
+from torch_geometric.utils import to_torch_csr_tensor
 
 from pyg_gat_ext import GATConv
-from torch_geometric.utils import to_torch_csr_tensor
 
 X = torch.randn(6, 5)
 EDGE_INDEX = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])

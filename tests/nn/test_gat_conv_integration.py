@@ -93,7 +93,7 @@ def test_jit_script_bipartite_and_sparse(device):
 
 def test_pyg_gat_conv_fails_to_script():
     # Why scripting is worth a test: PyG 2.8's own layer does not script.
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match='return_attention_weights'):
         torch.jit.script(WrapAttention(pyg_nn.GATConv(5, 4)))
 
 
@@ -166,7 +166,7 @@ def test_to_hetero():
     sum(o.sum() for o in out.values()).backward()
     sum(o.sum() for o in ref_out.values()).backward()
     for (name, p), (_, q) in zip(ours.named_parameters(),
-                                 ref.named_parameters()):
+                                 ref.named_parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
@@ -231,7 +231,7 @@ def test_neighbor_loader_training_step():
     opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in (ref, ours)]
     for step, batch in enumerate(loader):
         losses = []
-        for model, opt in zip((ref, ours), opts):
+        for model, opt in zip((ref, ours), opts, strict=True):
             opt.zero_grad()
             out = model(batch.x, batch.edge_index)[:batch.batch_size]
             loss = F.cross_entropy(out, batch.y[:batch.batch_size])
@@ -241,7 +241,7 @@ def test_neighbor_loader_training_step():
         torch.testing.assert_close(losses[1], losses[0])
         if step == 2:
             break
-    for p, q in zip(ours.parameters(), ref.parameters()):
+    for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q)
 
 

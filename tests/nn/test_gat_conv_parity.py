@@ -53,16 +53,16 @@ def grads(conv, inputs, out, alpha, seed=1):
         loss = loss + (alpha * torch.rand(
             alpha.shape, generator=g, device=out.device,
             dtype=alpha.dtype)).sum()
-    names, params = zip(*conv.named_parameters())
+    names, params = zip(*conv.named_parameters(), strict=True)
     inputs = [t for t in inputs if t is not None and t.requires_grad]
     out = torch.autograd.grad(loss, inputs + list(params), allow_unused=True)
-    return out[:len(inputs)], dict(zip(names, out[len(inputs):]))
+    return out[:len(inputs)], dict(zip(names, out[len(inputs):], strict=True))
 
 
 def assert_grads_close(ref_grads, our_grads, tol):
     (ref_in, ref_par), (our_in, our_par) = ref_grads, our_grads
     assert len(ref_in) == len(our_in)
-    for a, b in zip(ref_in, our_in):
+    for a, b in zip(ref_in, our_in, strict=True):
         torch.testing.assert_close(b, a, **tol)
     assert ref_par.keys() == our_par.keys()
     for name in ref_par:
@@ -239,7 +239,7 @@ def test_bipartite_more_targets_than_sources(form, fill_value, dtype, device):
     plain = torch.cat([plain, loops], dim=1).to(device)
     attr = torch.cat([attr, loop_attr]).to(device)
     torch.testing.assert_close(out, ref(x, plain, attr), **TOL[dtype])
-    with pytest.raises(Exception):  # Documented: PyG raises.
+    with pytest.raises(RuntimeError):  # Documented: PyG raises.
         pyg_nn.GATConv((5, 7), 3, **kwargs).to(device, dtype)(
             x, edge_index.to(device), edge_attr.to(device))
 
@@ -341,7 +341,7 @@ def test_state_dict_and_repr(kwargs):
     torch.manual_seed(3)
     ours = GATConv(**kwargs)
     for (n1, p1), (n2, p2) in zip(ref.state_dict().items(),
-                                  ours.state_dict().items()):
+                                  ours.state_dict().items(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
 
 
