@@ -17,6 +17,8 @@ extras_require = {
     # `SparseTensor` inputs; build from source with
     # `pip install --no-build-isolation torch-scatter torch-sparse`.
     'sparse': ['torch-scatter', 'torch-sparse'],
+    # Triton is not listed: it is paired with each torch build. CI installs
+    # one to run the Triton kernels under TRITON_INTERPRET=1 on CPU.
     'test': ['pytest', 'hypothesis'],
     'docs': ['sphinx'],
 }
@@ -32,7 +34,8 @@ setup(
     install_requires=install_requires,
     extras_require=extras_require,
     packages=find_packages(include=['pyg_gat_ext', 'pyg_gat_ext.*']),
-    include_package_data=True,
+    # The C++ kernels ship as sources, compiled on first use (never here).
+    package_data={'pyg_gat_ext': ['csrc/*.cpp']},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',

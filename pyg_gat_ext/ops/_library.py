@@ -1,67 +1,225 @@
-r"""The ``pyg_gat_ext`` operator library: schemas, fake kernels, autograd.
+r"""The ``pyg_gat_ext`` operator library: schemas, fake kernels, autograd,
+and the device kernels.
 
-Every op is defined once here, with its pure-PyTorch reference as the default
-kernel. Device kernels (C++ on CPU, Triton on CUDA) register under their own
-dispatch keys and take precedence over the reference where they exist.
+Every op is defined once here with its pure-PyTorch reference as the default
+kernel. The CPU kernel (C++, built lazily by :mod:`._cpp`) and the CUDA
+kernel (Triton, when ``triton`` is installed) register under their dispatch
+keys; each falls back to the reference when its kernel is unavailable, and
+:func:`use_backend` (or ``PYG_GAT_EXT_BACKEND``) forces one implementation.
+
+Segment grouping: segment ``s`` owns sorted positions ``ptr[s]`` to
+``ptr[s + 1] - 1``, and position ``p`` holds row ``perm[p]`` of the input
+(row ``p`` when ``perm`` is ``None``, i.e. the input is sorted). The
+reference uses the per-row segment ``index`` instead; each op takes both and
+derives what it lacks.
 """
-from typing import Optional, Tuple
+import contextlib
+import importlib.util
+import os
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from pyg_gat_ext.ops import _reference
+from pyg_gat_ext.ops import _cpp, _reference
+
+BACKENDS = ('auto', 'reference', 'cpp', 'triton')
+
+#: Forced implementation, from ``PYG_GAT_EXT_BACKEND`` or :func:`use_backend`.
+_forced = os.environ.get('PYG_GAT_EXT_BACKEND', 'auto')
+if _forced not in BACKENDS:
+    raise ValueError(f'PYG_GAT_EXT_BACKEND must be one of {BACKENDS} (got '
+                     f"'{_forced}')")
+
+#: Triton kernels are registered when `triton` is installed, and imported
+#: (and compiled) on their first launch. Under ``TRITON_INTERPRET=1`` they
+#: can also run on CPU tensors, which is how they are tested without a GPU.
+HAS_TRITON = importlib.util.find_spec('triton') is not None
+
+
+def _triton_interpret() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    r"""Context manager that runs every op with implementation :obj:`name`:
+    ``'reference'`` (pure PyTorch), ``'cpp'`` (CPU), ``'triton'`` (CUDA, or
+    CPU under ``TRITON_INTERPRET=1``) or ``'auto'`` (the kernel of each
+    device where it is available, else the reference)."""
+    global _forced
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} (got '{name}')")
+    previous, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def use_reference() -> 'contextlib.AbstractContextManager[None]':
+    r"""Shorthand for :obj:`use_backend('reference')`."""
+    return use_backend('reference')
+
+
+def kernel_backend(device: torch.device) -> str:
+    r"""The implementation the ops run on :obj:`device`: ``'cpp'``,
+    ``'triton'`` or ``'reference'``. Builds the C++ kernels if needed, and
+    raises if a forced backend cannot run on :obj:`device`."""
+    if _forced == 'reference':
+        return 'reference'
+    if _forced == 'cpp' or (_forced == 'auto' and device.type == 'cpu'):
+        if device.type == 'cpu' and _cpp.load():
+            return 'cpp'
+        if _forced == 'cpp':
+            raise RuntimeError(f"pyg_gat_ext: the 'cpp' backend cannot run "
+                               f'on {device} (CPU only, and it must build)')
+        return 'reference'
+    if _forced == 'triton':
+        if HAS_TRITON and (device.type == 'cuda' or _triton_interpret()):
+            return 'triton'
+        raise RuntimeError(f"pyg_gat_ext: the 'triton' backend cannot run "
+                           f'on {device} (needs triton, and CUDA or '
+                           f'TRITON_INTERPRET=1)')
+    if device.type == 'cuda' and HAS_TRITON:
+        return 'triton'
+    return 'reference'
+
+
+def _triton():
+    from pyg_gat_ext.ops import triton as triton_ops
+    return triton_ops
+
+
+# segment_csr ################################################################
+
+
+@torch.library.custom_op('pyg_gat_ext::segment_csr', mutates_args=())
+def segment_csr(index: Tensor, num_segments: int) -> Tuple[Tensor, Tensor]:
+    r"""Groups the entries of :obj:`index` by segment: returns the CSR
+    pointer :obj:`ptr` and the stable permutation :obj:`perm` that sorts
+    :obj:`index`."""
+    return _reference.segment_csr(index, num_segments)
+
+
+@segment_csr.register_fake
+def _(index, num_segments):
+    return (index.new_empty(num_segments + 1, dtype=torch.long),
+            index.new_empty(index.size(0), dtype=torch.long))
+
+
+@segment_csr.register_kernel('cpu')
+def _(index, num_segments):
+    if kernel_backend(index.device) == 'cpp':
+        return torch.ops.pyg_gat_ext_cpu.segment_csr(index, num_segments)
+    return _reference.segment_csr(index, num_segments)
+
+
+# segment_softmax ############################################################
+
+
+def _index(index: Optional[Tensor], ptr: Optional[Tensor],
+           perm: Optional[Tensor], num_entries: int) -> Tensor:
+    # The per-row segment of every entry, from whichever grouping is given.
+    if index is not None:
+        return index
+    assert ptr is not None
+    return _reference.ptr_to_index(ptr, perm, num_entries)
+
+
+def _grouping(index: Optional[Tensor], ptr: Optional[Tensor],
+              perm: Optional[Tensor],
+              num_segments: int) -> Tuple[Tensor, Optional[Tensor]]:
+    # The (ptr, perm) grouping the kernels need, built if only `index` is.
+    if ptr is not None:
+        return ptr.contiguous(), None if perm is None else perm.contiguous()
+    assert index is not None
+    return torch.ops.pyg_gat_ext.segment_csr(index, num_segments)
 
 
 @torch.library.custom_op('pyg_gat_ext::segment_softmax', mutates_args=())
-def segment_softmax(src: Tensor, index: Tensor, ptr: Optional[Tensor],
+def segment_softmax(src: Tensor, index: Optional[Tensor],
+                    ptr: Optional[Tensor], perm: Optional[Tensor],
                     num_segments: int, dim: int) -> Tensor:
-    r"""Segment softmax of :obj:`src` along :obj:`dim`.
-
-    :obj:`index` holds the segment of every entry; :obj:`ptr`, when given,
-    is the CSR form of a sorted :obj:`index` that kernels may use instead.
-    """
+    r"""Segment softmax of :obj:`src` along :obj:`dim`."""
+    index = _index(index, ptr, perm, src.size(dim))
     return _reference.segment_softmax(src, index, num_segments, dim)
 
 
 @segment_softmax.register_fake
-def _(src, index, ptr, num_segments, dim):
+def _(src, index, ptr, perm, num_segments, dim):
     return torch.empty_like(src)
 
 
 @torch.library.custom_op('pyg_gat_ext::segment_softmax_backward',
                          mutates_args=())
-def segment_softmax_backward(out: Tensor, grad_out: Tensor, index: Tensor,
-                             ptr: Optional[Tensor], num_segments: int,
+def segment_softmax_backward(out: Tensor, grad_out: Tensor,
+                             index: Optional[Tensor], ptr: Optional[Tensor],
+                             perm: Optional[Tensor], num_segments: int,
                              dim: int) -> Tensor:
-    r"""Gradient of :obj:`segment_softmax` given its output :obj:`out`."""
+    r"""Gradient of :obj:`segment_softmax` given its output :obj:`out`:
+    :obj:`out * (grad_out - segment_sum(grad_out * out))`."""
+    index = _index(index, ptr, perm, out.size(dim))
     return _reference.segment_softmax_backward(out, grad_out, index,
                                                num_segments, dim)
 
 
 @segment_softmax_backward.register_fake
-def _(out, grad_out, index, ptr, num_segments, dim):
+def _(out, grad_out, index, ptr, perm, num_segments, dim):
     return torch.empty_like(out)
 
 
+def _softmax_kernel(src, index, ptr, perm, num_segments, dim):
+    backend = kernel_backend(src.device)
+    if backend == 'reference':
+        index = _index(index, ptr, perm, src.size(dim))
+        return _reference.segment_softmax(src, index, num_segments, dim)
+    ptr, perm = _grouping(index, ptr, perm, num_segments)
+    if backend == 'cpp':
+        return torch.ops.pyg_gat_ext_cpu.segment_softmax(src, ptr, perm, dim)
+    return _triton().segment_softmax(src, ptr, perm, dim)
+
+
+def _softmax_backward_kernel(out, grad_out, index, ptr, perm, num_segments,
+                             dim):
+    backend = kernel_backend(out.device)
+    if backend == 'reference':
+        index = _index(index, ptr, perm, out.size(dim))
+        return _reference.segment_softmax_backward(out, grad_out, index,
+                                                   num_segments, dim)
+    ptr, perm = _grouping(index, ptr, perm, num_segments)
+    if backend == 'cpp':
+        return torch.ops.pyg_gat_ext_cpu.segment_softmax_backward(
+            out, grad_out, ptr, perm, dim)
+    return _triton().segment_softmax_backward(out, grad_out, ptr, perm, dim)
+
+
+# The same Python kernel serves both devices: it picks the implementation.
+for _device in ('cpu', 'cuda'):
+    segment_softmax.register_kernel(_device)(_softmax_kernel)
+    segment_softmax_backward.register_kernel(_device)(
+        _softmax_backward_kernel)
+
+
 def _setup_softmax(ctx, inputs: Tuple, output: Tensor) -> None:
-    _, index, ptr, num_segments, dim = inputs
-    ctx.save_for_backward(output, index, ptr)
+    _, index, ptr, perm, num_segments, dim = inputs
+    ctx.save_for_backward(output, index, ptr, perm)
     ctx.num_segments, ctx.dim = num_segments, dim
 
 
 def _softmax_grad(ctx, grad: Tensor):
-    out, index, ptr = ctx.saved_tensors
+    out, index, ptr, perm = ctx.saved_tensors
     grad_src = torch.ops.pyg_gat_ext.segment_softmax_backward(
-        out, grad, index, ptr, ctx.num_segments, ctx.dim)
-    return grad_src, None, None, None, None
+        out, grad, index, ptr, perm, ctx.num_segments, ctx.dim)
+    return grad_src, None, None, None, None, None
 
 
 segment_softmax.register_autograd(_softmax_grad, setup_context=_setup_softmax)
 
 
 def _setup_softmax_backward(ctx, inputs: Tuple, output: Tensor) -> None:
-    out, grad_out, index, ptr, num_segments, dim = inputs
-    ctx.save_for_backward(out, grad_out, index)
+    out, grad_out, index, ptr, perm, num_segments, dim = inputs
+    ctx.save_for_backward(out, grad_out, index, ptr, perm)
     ctx.num_segments, ctx.dim = num_segments, dim
 
 
@@ -69,15 +227,16 @@ def _softmax_backward_grad(ctx, v: Tensor):
     # grad_src_k = y_k (g_k - s_k) with s = segment_sum(g * y) gathered, so
     # for a cotangent v:  d/dg_j = y_j (v_j - t_j),
     #                     d/dy_j = v_j (g_j - s_j) - g_j t_j,
-    # with t = segment_sum(v * y) gathered. Double backward for free.
-    out, grad_out, index = ctx.saved_tensors
+    # with t = segment_sum(v * y) gathered: double backward for free.
+    out, grad_out, index, ptr, perm = ctx.saved_tensors
     n, dim = ctx.num_segments, ctx.dim
+    index = _index(index, ptr, perm, out.size(dim))
     s = _reference.segment_sum(grad_out * out, index, n, dim)
     t = _reference.segment_sum(v * out, index, n, dim)
     s, t = s.index_select(dim, index), t.index_select(dim, index)
     grad_y = v * (grad_out - s) - grad_out * t
     grad_g = out * (v - t)
-    return grad_y, grad_g, None, None, None, None
+    return grad_y, grad_g, None, None, None, None, None
 
 
 segment_softmax_backward.register_autograd(

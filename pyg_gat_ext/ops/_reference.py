@@ -6,6 +6,9 @@ and what runs when no kernel is available for a device. They follow
 conventions (the maximum is taken of the detached input, empty segments have
 a maximum of zero, and ``1e-16`` is added to every denominator).
 """
+from typing import Optional, Tuple
+
+import torch
 from torch import Tensor
 
 #: Added to the softmax denominator, exactly as PyG does.
@@ -56,3 +59,27 @@ def segment_softmax_backward(out: Tensor, grad_out: Tensor, index: Tensor,
     """
     dot = segment_sum(grad_out * out, index, num_segments, dim)
     return out * (grad_out - dot.index_select(dim, index))
+
+
+def segment_csr(index: Tensor, num_segments: int) -> Tuple[Tensor, Tensor]:
+    r"""The CSR pointer of :obj:`index` and the stable permutation that
+    sorts it, so that segment :obj:`s` holds entries
+    :obj:`perm[ptr[s]:ptr[s + 1]]` in their original order."""
+    perm = index.argsort(stable=True)
+    ptr = index.new_zeros(num_segments + 1, dtype=torch.long)
+    ptr[1:] = torch.bincount(index, minlength=num_segments).cumsum(0)
+    return ptr, perm
+
+
+def ptr_to_index(ptr: Tensor, perm: Optional[Tensor],
+                 num_entries: int) -> Tensor:
+    r"""The segment of every row from a CSR grouping: row :obj:`perm[p]`
+    (or :obj:`p` if :obj:`perm` is :obj:`None`) belongs to the segment that
+    owns sorted position :obj:`p`."""
+    num_segments = ptr.numel() - 1
+    sorted_index = torch.repeat_interleave(
+        torch.arange(num_segments, device=ptr.device), ptr.diff(),
+        output_size=num_entries)
+    if perm is None:
+        return sorted_index
+    return torch.empty_like(sorted_index).index_put_((perm, ), sorted_index)

@@ -1,7 +1,11 @@
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
+from torch_geometric import is_compiling
+
+from pyg_gat_ext.ops import _reference
+from pyg_gat_ext.ops._library import kernel_backend
 
 
 def segment_softmax(
@@ -62,10 +66,10 @@ def segment_softmax(
                              f"{list(ptr.shape)} and dtype {ptr.dtype})")
         num_segments = ptr.numel() - 1
         ptr = ptr.long()
+        if not is_compiling():
+            _check_ptr(ptr, num_entries)
         if index is None:
-            index = torch.repeat_interleave(
-                torch.arange(num_segments, device=ptr.device),
-                ptr.diff(), output_size=num_entries)
+            index = _reference.ptr_to_index(ptr, None, num_entries)
     elif index is not None:
         if num_nodes is None:
             num_nodes = int(index.max()) + 1 if index.numel() > 0 else 0
@@ -82,5 +86,26 @@ def segment_softmax(
         raise ValueError(f"segment_softmax: 'index' has {index.numel()} "
                          f"entries but 'src' has {num_entries} along "
                          f"dimension {dim}")
-    return torch.ops.pyg_gat_ext.segment_softmax(src, index.long(), ptr,
+    index = index.long()
+    perm: Optional[Tensor] = None
+    if ptr is None and not torch.jit.is_scripting() and not is_compiling():
+        # Group once here, so that the backward reuses the grouping:
+        if kernel_backend(src.device) != 'reference':
+            ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index, num_segments)
+    return torch.ops.pyg_gat_ext.segment_softmax(src, index, ptr, perm,
                                                  num_segments, dim)
+
+
+def _check_ptr(ptr: Tensor, num_entries: int) -> None:
+    # A CSR pointer must cover the entries exactly and never decrease; one
+    # host synchronisation for the three facts.
+    bounds: List[int] = torch.stack([
+        ptr[0], ptr[-1], (ptr.diff() < 0).sum() if ptr.numel() > 1 else
+        ptr.new_zeros(())
+    ]).tolist()
+    if bounds[0] != 0 or bounds[1] != num_entries or bounds[2] != 0:
+        raise ValueError(f"segment_softmax: 'ptr' must start at 0, end at "
+                         f"the number of entries ({num_entries}) and never "
+                         f"decrease (got ptr[0]={bounds[0]}, "
+                         f"ptr[-1]={bounds[1]}, {bounds[2]} decreasing "
+                         f"steps)")

@@ -249,10 +249,16 @@ def test_half_precision(device):
     ref, ours = make_layers(5, 4, torch.float32, device, heads=2)
     x = torch.randn(8, 5, device=device)
     edge_index = make_graph('random', 8, 8).to(device)
+    expected = ref(x, edge_index)  # float32
     ref, ours = ref.half(), ours.half()
     out = ours(x.half(), edge_index)
     assert out.dtype == torch.half and torch.isfinite(out).all()
-    torch.testing.assert_close(out, ref(x.half(), edge_index))
+    # Our kernels compute the softmax in float32, PyG in half: both are
+    # within half precision of float32, and ours no further than PyG's.
+    ours_err = (out.float() - expected).abs().max()
+    pyg_err = (ref(x.half(), edge_index).float() - expected).abs().max()
+    assert ours_err <= max(pyg_err, 1e-3) * 1.5
+    torch.testing.assert_close(out.float(), expected, atol=5e-3, rtol=5e-3)
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16])

@@ -25,6 +25,13 @@ from tests.helpers import (
 DTYPES = [torch.float32, torch.float64]
 
 
+@pytest.fixture(autouse=True)
+def _every_backend(backend):
+    r"""Every parity test runs on each implementation of the ops:
+    reference, C++ and Triton (interpreted on CPU without a GPU)."""
+    yield
+
+
 def make_layers(in_channels, out_channels, dtype, device, seed=0, **kwargs):
     torch.manual_seed(seed)
     ref = pyg_nn.GATConv(in_channels, out_channels, **kwargs)

@@ -1,10 +1,16 @@
-r"""The segment-softmax op: its reference against PyG's softmax and dense
-softmax, gradients, the op contract, and torch.compile."""
+r"""The segment-softmax op on every backend (reference, C++, Triton): against
+the reference, PyG's softmax and dense softmax; special values; gradients;
+the op contract; torch.compile; bad input."""
 import pytest
 import torch
 from torch_geometric.utils import softmax as pyg_softmax
 
-from pyg_gat_ext.ops import _reference, segment_softmax
+from pyg_gat_ext.ops import (
+    _reference,
+    kernel_backend,
+    segment_softmax,
+    use_backend,
+)
 from tests.conftest import TOL
 
 
@@ -17,113 +23,184 @@ def _segments(kind, num_entries, num_segments, seed=0):
     if kind == 'power_law':  # A few long segments, many short ones.
         w = torch.arange(1, num_segments + 1, dtype=torch.float).pow(-1.5)
         return torch.multinomial(w, num_entries, True, generator=g)
+    if kind == 'one_huge':  # One segment longer than any chunk or block.
+        index = torch.randint(1, num_segments, (num_entries, ), generator=g)
+        index[torch.rand(num_entries, generator=g) < 0.8] = 0
+        return index
     raise ValueError(kind)
+
+
+def _csr(index, num_segments):
+    ptr, perm = _reference.segment_csr(index, num_segments)
+    return ptr, perm
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('shape', [(), (3, ), (2, 4)])
 @pytest.mark.parametrize('kind', ['random', 'singletons', 'power_law'])
-def test_matches_pyg_softmax(kind, shape, dtype, device):
-    num_entries = 200
+def test_matches_pyg_softmax(kind, shape, dtype, backend, device):
+    num_entries = 300
     num_segments = num_entries if kind == 'singletons' else 37
     index = _segments(kind, num_entries, num_segments).to(device)
     src = 5 * torch.randn((num_entries, ) + shape, dtype=dtype, device=device)
-    expected = pyg_softmax(src, index, num_nodes=num_segments)
+    with use_backend('reference'):
+        expected = pyg_softmax(src, index, num_nodes=num_segments)
     torch.testing.assert_close(
         segment_softmax(src, index, num_nodes=num_segments), expected,
         **TOL[dtype])
     torch.testing.assert_close(segment_softmax(src, index), expected,
                                **TOL[dtype])
-    # The CSR form over the sorted entries:
-    perm = index.argsort(stable=True)
-    ptr = torch.zeros(num_segments + 1, dtype=torch.long, device=device)
-    ptr[1:] = torch.bincount(index, minlength=num_segments).cumsum(0)
+    # The CSR form over sorted entries (the `ptr` argument):
+    ptr, perm = _csr(index, num_segments)
     torch.testing.assert_close(segment_softmax(src[perm], ptr=ptr),
                                expected[perm], **TOL[dtype])
 
 
+def test_long_segment(backend, device):
+    # A segment longer than 100k entries: split over chunks (C++) and looped
+    # over in blocks (Triton). Kept smaller under the Triton interpreter.
+    n = 20_000 if backend == 'triton' and device.type == 'cpu' else 150_000
+    index = _segments('one_huge', n, 50).to(device)
+    assert (index == 0).sum() > (n * 3) // 4
+    src = 3 * torch.randn(n, 2, dtype=torch.float64, device=device)
+    torch.testing.assert_close(segment_softmax(src, index),
+                               pyg_softmax(src, index), **TOL[torch.float64])
+
+
 @pytest.mark.parametrize('dim', [1, -1])
-def test_other_dim(dim):
-    src = torch.randn(3, 50, 2, dtype=torch.float64)
+def test_other_dim(dim, backend, device):
+    src = torch.randn(3, 50, 2, dtype=torch.float64, device=device)
     if dim == -1:  # Non-contiguous, segments along the last dimension.
         src = src.transpose(1, 2)
-    index = _segments('random', 50, 7)
-    torch.testing.assert_close(
-        segment_softmax(src, index, dim=dim),
-        pyg_softmax(src, index, dim=dim), **TOL[torch.float64])
+    index = _segments('random', 50, 7).to(device)
+    torch.testing.assert_close(segment_softmax(src, index, dim=dim),
+                               pyg_softmax(src, index, dim=dim),
+                               **TOL[torch.float64])
 
 
-def test_complete_bipartite_equals_dense_softmax():
+def test_complete_bipartite_equals_dense_softmax(backend, device):
     # Every target attends to every source: each segment is a full row.
     num_dst, num_src, heads = 5, 9, 3
-    logits = torch.randn(num_dst, num_src, heads, dtype=torch.float64)
-    index = torch.arange(num_dst).repeat_interleave(num_src)
+    logits = torch.randn(num_dst, num_src, heads, dtype=torch.float64,
+                         device=device)
+    index = torch.arange(num_dst, device=device).repeat_interleave(num_src)
     out = segment_softmax(logits.view(-1, heads), index, num_nodes=num_dst)
     torch.testing.assert_close(out.view(num_dst, num_src, heads),
                                logits.softmax(dim=1), **TOL[torch.float64])
 
 
+INF, NAN = float('inf'), float('nan')
+
+
 @pytest.mark.parametrize('values', [
-    pytest.param(torch.full((6, ), 3.0), id='all_equal'),
-    pytest.param(torch.tensor([1e4, -1e4, 1e4, 0.0, -1e4, -1e4]),
-                 id='large'),
-    pytest.param(torch.tensor([-float('inf'), 0.0, 1.0, 2.0, 3.0, 4.0]),
-                 id='neg_inf'),
-    pytest.param(torch.tensor([float('nan'), 0.0, 1.0, 2.0, 3.0, 4.0]),
-                 id='nan'),
+    pytest.param([3.0] * 6, id='all_equal'),
+    pytest.param([1e4, -1e4, 1e4, 0.0, -1e4, -1e4], id='large'),
+    pytest.param([-INF, -INF, 1.0, 2.0, -INF, 4.0], id='neg_inf'),
+    pytest.param([NAN, 0.0, 1.0, 2.0, 3.0, 4.0], id='nan'),
+    pytest.param([INF, 0.0, 1.0, 2.0, 3.0, 4.0], id='pos_inf'),
 ])
-def test_extreme_logits_as_pyg(values):
-    index = torch.tensor([0, 0, 1, 1, 2, 2])
-    torch.testing.assert_close(segment_softmax(values, index),
-                               pyg_softmax(values, index), equal_nan=True)
+def test_special_values_as_pyg(values, backend, device):
+    src = torch.tensor(values, device=device)
+    index = torch.tensor([0, 0, 1, 1, 2, 2], device=device)
+    expected = pyg_softmax(src, index)
+    out = segment_softmax(src, index)
+    torch.testing.assert_close(out, expected, equal_nan=True)
+    assert torch.isfinite(out).sum() == torch.isfinite(expected).sum()
 
 
-def test_empty():
-    src = torch.empty(0, 4)
-    index = torch.empty(0, dtype=torch.long)
+def test_empty_and_empty_segments(backend, device):
+    src = torch.empty(0, 4, device=device)
+    index = torch.empty(0, dtype=torch.long, device=device)
     assert segment_softmax(src, index, num_nodes=3).shape == (0, 4)
     assert segment_softmax(src, index).shape == (0, 4)
+    # Segments 0, 2 and 4 are empty:
+    src = torch.randn(4, 2, device=device)
+    index = torch.tensor([1, 3, 3, 1], device=device)
+    torch.testing.assert_close(segment_softmax(src, index, num_nodes=5),
+                               pyg_softmax(src, index, num_nodes=5))
 
 
-def test_gradcheck():
-    index = _segments('power_law', 30, 6)
-    src = torch.randn(30, 2, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_computed_in_float32(dtype, backend, device):
+    if backend == 'reference':
+        pytest.skip('the reference computes in the input dtype, as PyG')
+    index = _segments('power_law', 500, 20).to(device)
+    src = 100 * torch.randn(500, 4, device=device)
+    out = segment_softmax(src.to(dtype), index)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    expected = pyg_softmax(src.to(dtype).float(), index)
+    torch.testing.assert_close(out.float(), expected, atol=1e-2, rtol=1e-2)
+
+
+def test_gradient(backend, device):
+    index = _segments('power_law', 60, 6).to(device)
+    src = torch.randn(60, 2, dtype=torch.float64, device=device,
+                      requires_grad=True)
     fn = lambda s: segment_softmax(s, index, num_nodes=6)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (src, ))
-    assert torch.autograd.gradgradcheck(fn, (src, ))
+    if backend != 'triton':  # The interpreter is slow.
+        assert torch.autograd.gradgradcheck(fn, (src, ))
     # The gradient agrees with PyG's (autograd through its scatters):
-    g = torch.randn(30, 2, dtype=torch.float64)
+    g = torch.randn(60, 2, dtype=torch.float64, device=device)
     ours, = torch.autograd.grad(fn(src), src, g)
     ref, = torch.autograd.grad(pyg_softmax(src, index, num_nodes=6), src, g)
     torch.testing.assert_close(ours, ref, **TOL[torch.float64])
 
 
-def test_backward_op_matches_reference():
-    index = _segments('random', 40, 5)
-    out = segment_softmax(torch.randn(40, 3, dtype=torch.float64), index)
-    grad = torch.randn(40, 3, dtype=torch.float64)
-    torch.testing.assert_close(
-        torch.ops.pyg_gat_ext.segment_softmax_backward(
-            out, grad, index, None, 5, 0),
-        _reference.segment_softmax_backward(out, grad, index, 5, 0))
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_kernels_match_reference(dtype, backend, device):
+    # Forward and backward op, every grouping form, against the reference.
+    index = _segments('random', 400, 30).to(device)
+    src = torch.randn(400, 3, dtype=dtype, device=device)
+    grad = torch.randn(400, 3, dtype=dtype, device=device)
+    ptr, perm = _csr(index, 30)
+    forms = [(index, None, None), (None, ptr, perm), (index, ptr, perm)]
+    with use_backend('reference'):
+        out = _reference.segment_softmax(src, index, 30, 0)
+        grad_src = _reference.segment_softmax_backward(out, grad, index, 30, 0)
+    for idx, p, q in forms:
+        torch.testing.assert_close(
+            torch.ops.pyg_gat_ext.segment_softmax(src, idx, p, q, 30, 0), out,
+            **TOL[dtype])
+        torch.testing.assert_close(
+            torch.ops.pyg_gat_ext.segment_softmax_backward(
+                out, grad, idx, p, q, 30, 0), grad_src, **TOL[dtype])
 
 
-def test_opcheck():
-    index = _segments('random', 40, 5)
-    src = torch.randn(40, 3, requires_grad=True)
-    torch.library.opcheck(torch.ops.pyg_gat_ext.segment_softmax.default,
-                          (src, index, None, 5, 0))
+def test_segment_csr(backend, device):
+    index = _segments('random', 1000, 40).to(device)
+    ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index, 40)
+    assert ptr.tolist() == [0] + torch.bincount(
+        index, minlength=40).cumsum(0).tolist()
+    assert torch.equal(perm, index.argsort(stable=True))  # Stable.
+
+
+def test_kernel_backend_reports_what_runs(backend, device):
+    assert kernel_backend(device) == backend
+
+
+def test_opcheck(backend, device):
+    if backend == 'triton' and device.type == 'cpu':
+        pytest.skip('opcheck runs many launches: too slow interpreted')
+    index = _segments('random', 40, 5).to(device)
+    src = torch.randn(40, 3, device=device, requires_grad=True)
+    ptr, perm = _csr(index, 5)
+    for args in [(src, index, None, None, 5, 0), (src, None, ptr, perm, 5, 0)]:
+        torch.library.opcheck(torch.ops.pyg_gat_ext.segment_softmax.default,
+                              args)
     out = segment_softmax(src.detach(), index).requires_grad_()
-    grad = torch.randn(40, 3, requires_grad=True)
+    grad = torch.randn(40, 3, device=device, requires_grad=True)
     torch.library.opcheck(
         torch.ops.pyg_gat_ext.segment_softmax_backward.default,
-        (out, grad, index, None, 5, 0))
+        (out, grad, index, ptr, perm, 5, 0))
+    torch.library.opcheck(torch.ops.pyg_gat_ext.segment_csr.default,
+                          (index, 5))
 
 
-def test_compile_fullgraph():
+def test_compile_fullgraph(device):
     torch._dynamo.reset()
-    index = _segments('random', 40, 5)
-    src = torch.randn(40, 3, requires_grad=True)
+    index = _segments('random', 40, 5).to(device)
+    src = torch.randn(40, 3, device=device, requires_grad=True)
     fn = torch.compile(lambda s, i: segment_softmax(s, i, num_nodes=5),
                        fullgraph=True)
     out = fn(src, index)
@@ -144,3 +221,22 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         segment_softmax(**args)
+
+
+def test_bad_grouping_is_an_error_not_a_crash():
+    src = torch.randn(4, 2)
+    with use_backend('cpp'):
+        with pytest.raises(IndexError, match='out of range for 2 segments'):
+            segment_softmax(src, torch.tensor([0, 1, 5, 1]), num_nodes=2)
+        with pytest.raises(ValueError, match="'ptr' must start at 0"):
+            segment_softmax(src, ptr=torch.tensor([0, 2, 3]))
+        with pytest.raises(ValueError, match="1 decreasing steps"):
+            segment_softmax(src, ptr=torch.tensor([0, 3, 1, 4]))
+        # The kernel checks its own inputs too (the op can be called
+        # directly, e.g. from TorchScript):
+        with pytest.raises(RuntimeError, match="'ptr' must start at 0"):
+            torch.ops.pyg_gat_ext.segment_softmax(
+                src, None, torch.tensor([0, 2, 3]), None, 2, 0)
+        with pytest.raises(RuntimeError, match='non-decreasing'):
+            torch.ops.pyg_gat_ext.segment_softmax(
+                src, None, torch.tensor([0, 3, 1, 4]), None, 3, 0)

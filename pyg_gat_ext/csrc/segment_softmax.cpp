@@ -1,0 +1,417 @@
+// CPU kernels of pyg_gat_ext: segment softmax forward and backward, and the
+// counting sort that groups an unsorted index into CSR form.
+//
+// Entries are addressed in "sorted position" space: segment s owns positions
+// ptr[s] .. ptr[s + 1] - 1, and position p holds row perm[p] of the input
+// (row p when perm is absent). Work is split into chunks of equal entry
+// counts rather than equal segment counts, so one huge segment is reduced in
+// parallel pieces whose partial states are merged in chunk order: balanced
+// and deterministic for a given thread count.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <vector>
+
+namespace pyg_gat_ext {
+namespace {
+
+constexpr int64_t kMinChunk = 4096;  // Entries below which one thread runs.
+constexpr int64_t kTile = 16;        // Rows gathered per step of a segment.
+constexpr double kEps = 1e-16;       // As torch_geometric.utils.softmax.
+
+// exp(x) for float, branch-free so that loops over it vectorise: Cody-Waite
+// range reduction x = n ln2 + r and a degree-6 polynomial for exp(r) (about
+// 2 ulp). Returns 0 below -87.3 (and for -inf); x must not be NaN.
+inline float exp_approx(float x) {
+  const float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
+  const float xr = xc < -87.3365447504f ? -87.3365447504f : xc;
+  const float n = std::nearbyint(xr * 1.44269504088896341f);
+  float r = std::fma(n, -0.693359375f, xr);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p, r * r, r + 1.0f);
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.3365447504f ? 0.0f : p * scale;
+}
+inline double exp_approx(double x) { return std::exp(x); }
+
+inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 1); }
+
+// One chunk's record of a segment it only partly covers.
+struct Partial {
+  int64_t segment = -1, begin = 0, end = 0, final_state = -1;
+};
+
+// Runs a two-pass computation over segments: `reduce(state, begin, end)`
+// folds positions [begin, end) into a state of `state_size` accumulators
+// (initialised by `init`), `merge(state, other)` combines the states of two
+// consecutive pieces of one segment, and `write(state, begin, end)` writes
+// the output of positions [begin, end) from the segment's final state.
+template <typename acc_t, typename Init, typename Reduce, typename Merge,
+          typename Write>
+void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
+                        int64_t num_entries, int64_t state_size, Init init,
+                        Reduce reduce, Merge merge, Write write) {
+  if (num_entries == 0) return;
+  const int64_t max_chunks = 4 * at::get_num_threads();
+  const int64_t num_chunks = std::max<int64_t>(
+      1, std::min(max_chunks, num_entries / kMinChunk));
+  auto chunk_begin = [&](int64_t c) { return c * num_entries / num_chunks; };
+
+  // Slot 0: a segment that starts before the chunk; slot 1: one that ends
+  // after it. A segment spanning the whole chunk takes slot 0.
+  std::vector<Partial> partials(2 * num_chunks);
+  std::vector<acc_t> partial_states(2 * num_chunks * state_size);
+
+  at::parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    std::vector<acc_t> state(state_size);
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const int64_t a = chunk_begin(c), b = chunk_begin(c + 1);
+      // The last segment s with ptr[s] <= a is non-empty and contains a.
+      int64_t s = std::upper_bound(ptr, ptr + num_segments + 1, a) - ptr - 1;
+      for (; s < num_segments && ptr[s] < b; ++s) {
+        const int64_t lo = std::max(ptr[s], a), hi = std::min(ptr[s + 1], b);
+        if (lo >= hi) continue;  // Empty segment.
+        const bool starts_before = ptr[s] < a, ends_after = ptr[s + 1] > b;
+        acc_t* st = state.data();
+        if (starts_before || ends_after) {
+          const int64_t slot = 2 * c + (starts_before ? 0 : 1);
+          partials[slot] = Partial{s, lo, hi, -1};
+          st = partial_states.data() + slot * state_size;
+        }
+        init(st);
+        reduce(st, lo, hi);
+        if (!starts_before && !ends_after) write(st, lo, hi);
+      }
+    }
+  });
+
+  // Merge the pieces of segments that cross chunk boundaries, in order.
+  std::vector<acc_t> finals;
+  int64_t current = -1;
+  for (auto& partial : partials) {
+    if (partial.segment < 0) continue;
+    const acc_t* st = partial_states.data() + (&partial - partials.data()) *
+                                                  state_size;
+    if (partial.segment != current) {
+      current = partial.segment;
+      finals.insert(finals.end(), st, st + state_size);
+    } else {
+      merge(finals.data() + finals.size() - state_size, st);
+    }
+    partial.final_state = finals.size() / state_size - 1;
+  }
+  if (finals.empty()) return;
+
+  at::parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      for (int64_t slot = 2 * c; slot < 2 * c + 2; ++slot) {
+        const Partial& partial = partials[slot];
+        if (partial.segment < 0) continue;
+        write(finals.data() + partial.final_state * state_size,
+              partial.begin, partial.end);
+      }
+    }
+  });
+}
+
+// Checks the CSR pointer against the entries and returns its data.
+const int64_t* checked_ptr(const at::Tensor& ptr, int64_t num_entries) {
+  TORCH_CHECK(ptr.dim() == 1 && ptr.numel() >= 1 &&
+                  ptr.scalar_type() == at::kLong && ptr.is_contiguous(),
+              "segment_softmax: expected 'ptr' to be a contiguous 1-D int64 "
+              "tensor");
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const int64_t num_segments = ptr.numel() - 1;
+  TORCH_CHECK(p[0] == 0 && p[num_segments] == num_entries,
+              "segment_softmax: 'ptr' must start at 0 and end at the number "
+              "of entries (", num_entries, "), got ", p[0], " and ",
+              p[num_segments]);
+  for (int64_t s = 0; s < num_segments; ++s) {
+    TORCH_CHECK(p[s] <= p[s + 1],
+                "segment_softmax: 'ptr' must be non-decreasing (ptr[", s,
+                "] = ", p[s], " > ptr[", s + 1, "] = ", p[s + 1], ")");
+  }
+  return p;
+}
+
+const int64_t* checked_perm(const std::optional<at::Tensor>& perm,
+                            int64_t num_entries) {
+  if (!perm.has_value()) return nullptr;
+  TORCH_CHECK(perm->dim() == 1 && perm->numel() == num_entries &&
+                  perm->scalar_type() == at::kLong && perm->is_contiguous(),
+              "segment_softmax: expected 'perm' to be a contiguous 1-D int64 "
+              "tensor with one entry per input row");
+  return perm->data_ptr<int64_t>();
+}
+
+// [outer, num_entries, inner] view of `t` with the segments along `dim`.
+std::tuple<int64_t, int64_t, int64_t> shape3(const at::Tensor& t,
+                                             int64_t dim) {
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < dim; ++d) outer *= t.size(d);
+  for (int64_t d = dim + 1; d < t.dim(); ++d) inner *= t.size(d);
+  return {outer, t.size(dim), inner};
+}
+
+at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
+                               const std::optional<at::Tensor>& perm,
+                               int64_t dim) {
+  TORCH_CHECK(src.device().is_cpu(), "segment_softmax: expected CPU tensors");
+  TORCH_CHECK(dim >= 0 && dim < src.dim(), "segment_softmax: invalid dim");
+  const auto x = src.contiguous();
+  auto out = at::empty_like(x);
+  auto [outer, num_entries, width] = shape3(x, dim);
+  const int64_t* p = checked_ptr(ptr, num_entries);
+  const int64_t* q = checked_perm(perm, num_entries);
+  const int64_t num_segments = ptr.numel() - 1;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
+        for (int64_t o = 0; o < outer; ++o) {
+          const scalar_t* xs = x.data_ptr<scalar_t>() + o * num_entries * width;
+          scalar_t* ys = out.data_ptr<scalar_t>() + o * num_entries * width;
+          auto row = [&](int64_t pos) { return (q ? q[pos] : pos) * width; };
+          // State: running maximum, sum of exponentials relative to it, and
+          // a count of NaN / +inf entries (which make PyG's segment NaN).
+          auto init = [&](acc_t* st) {
+            std::fill(st, st + width, -inf);
+            std::fill(st + width, st + 3 * width, acc_t(0));
+          };
+          auto reduce = [&](acc_t* st, int64_t lo, int64_t hi) {
+            acc_t* m = st;
+            acc_t* sum = st + width;
+            acc_t* bad = st + 2 * width;
+            const scalar_t* rows[kTile];
+            for (int64_t pos = lo; pos < hi; pos += kTile) {
+              const int64_t n = std::min(kTile, hi - pos);
+              for (int64_t r = 0; r < n; ++r) rows[r] = xs + row(pos + r);
+              for (int64_t r = kTile; r < std::min(2 * kTile, hi - pos); ++r)
+                prefetch(xs + row(pos + r));
+              // One rescale per tile: the tile's maximum first.
+              for (int64_t h = 0; h < width; ++h) {
+                acc_t tile_max = m[h];
+                for (int64_t r = 0; r < n; ++r) {
+                  const acc_t v = static_cast<acc_t>(rows[r][h]);
+                  tile_max = v > tile_max ? v : tile_max;
+                  bad[h] += !(v < inf);  // NaN or +inf.
+                }
+                if (tile_max > m[h]) {
+                  sum[h] *= exp_approx(m[h] - tile_max);  // 0 if m was -inf.
+                  m[h] = tile_max;
+                }
+              }
+              for (int64_t r = 0; r < n; ++r) {
+                const scalar_t* xr = rows[r];
+                for (int64_t h = 0; h < width; ++h) {
+                  acc_t d = static_cast<acc_t>(xr[h]) - m[h];
+                  d = d == d ? d : -inf;  // -inf - -inf and NaN add nothing.
+                  sum[h] += exp_approx(d);
+                }
+              }
+            }
+          };
+          auto merge = [&](acc_t* st, const acc_t* other) {
+            for (int64_t h = 0; h < width; ++h) {
+              const acc_t m1 = st[h], m2 = other[h];
+              const acc_t mx = m2 > m1 ? m2 : m1;
+              if (mx != -inf) {
+                st[width + h] = st[width + h] * exp_approx(m1 - mx) +
+                                other[width + h] * exp_approx(m2 - mx);
+              }
+              st[h] = mx;
+              st[2 * width + h] += other[2 * width + h];
+            }
+          };
+          auto write = [&](const acc_t* st, int64_t lo, int64_t hi) {
+            const acc_t* m = st;
+            const acc_t* sum = st + width;
+            const acc_t* bad = st + 2 * width;
+            const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+            for (int64_t pos = lo; pos < hi; ++pos) {
+              if (pos + kTile < hi) prefetch(xs + row(pos + kTile));
+              const int64_t r = row(pos);
+              for (int64_t h = 0; h < width; ++h) {
+                // NaN for a segment with NaN or +inf, or of -inf only, as
+                // PyG's exp(x - max) gives there.
+                const bool is_nan = bad[h] > 0 || m[h] == -inf;
+                const acc_t d = static_cast<acc_t>(xs[r + h]) - m[h];
+                const acc_t e = exp_approx(d == d ? d : -inf);
+                ys[r + h] = static_cast<scalar_t>(
+                    is_nan ? nan : e / (sum[h] + acc_t(kEps)));
+              }
+            }
+          };
+          segmented_two_pass<acc_t>(p, num_segments, num_entries, 3 * width,
+                                    init, reduce, merge, write);
+        }
+      });
+  return out;
+}
+
+at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
+                                        const at::Tensor& grad_out,
+                                        const at::Tensor& ptr,
+                                        const std::optional<at::Tensor>& perm,
+                                        int64_t dim) {
+  TORCH_CHECK(out.device().is_cpu() && grad_out.device().is_cpu(),
+              "segment_softmax_backward: expected CPU tensors");
+  TORCH_CHECK(out.sizes() == grad_out.sizes(),
+              "segment_softmax_backward: 'out' and 'grad_out' differ in shape");
+  TORCH_CHECK(dim >= 0 && dim < out.dim(),
+              "segment_softmax_backward: invalid dim");
+  const auto y = out.contiguous();
+  const auto g = grad_out.to(out.scalar_type()).contiguous();
+  auto grad_src = at::empty_like(y);
+  auto [outer, num_entries, width] = shape3(y, dim);
+  const int64_t* p = checked_ptr(ptr, num_entries);
+  const int64_t* q = checked_perm(perm, num_entries);
+  const int64_t num_segments = ptr.numel() - 1;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, y.scalar_type(), "segment_softmax_backward",
+      [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        for (int64_t o = 0; o < outer; ++o) {
+          const int64_t offset = o * num_entries * width;
+          const scalar_t* ys = y.data_ptr<scalar_t>() + offset;
+          const scalar_t* gs = g.data_ptr<scalar_t>() + offset;
+          scalar_t* dx = grad_src.data_ptr<scalar_t>() + offset;
+          auto row = [&](int64_t pos) { return (q ? q[pos] : pos) * width; };
+          // State: sum over the segment of grad_out * out [width].
+          auto init = [&](acc_t* st) { std::fill(st, st + width, acc_t(0)); };
+          auto reduce = [&](acc_t* st, int64_t lo, int64_t hi) {
+            for (int64_t pos = lo; pos < hi; ++pos) {
+              if (pos + kTile < hi) {
+                prefetch(gs + row(pos + kTile));
+                prefetch(ys + row(pos + kTile));
+              }
+              const int64_t r = row(pos);
+              for (int64_t h = 0; h < width; ++h)
+                st[h] += static_cast<acc_t>(gs[r + h]) *
+                         static_cast<acc_t>(ys[r + h]);
+            }
+          };
+          auto merge = [&](acc_t* st, const acc_t* other) {
+            for (int64_t h = 0; h < width; ++h) st[h] += other[h];
+          };
+          auto write = [&](const acc_t* st, int64_t lo, int64_t hi) {
+            for (int64_t pos = lo; pos < hi; ++pos) {
+              if (pos + kTile < hi) {
+                prefetch(gs + row(pos + kTile));
+                prefetch(ys + row(pos + kTile));
+              }
+              const int64_t r = row(pos);
+              for (int64_t h = 0; h < width; ++h) {
+                const acc_t yv = static_cast<acc_t>(ys[r + h]);
+                dx[r + h] = static_cast<scalar_t>(
+                    yv * (static_cast<acc_t>(gs[r + h]) - st[h]));
+              }
+            }
+          };
+          segmented_two_pass<acc_t>(p, num_segments, num_entries, width, init,
+                                    reduce, merge, write);
+        }
+      });
+  return grad_src;
+}
+
+// Stable counting sort of `index` into (ptr, perm): segment s holds entries
+// perm[ptr[s]] .. perm[ptr[s + 1] - 1], in their original order. Threads
+// count and place contiguous slices of `index` with per-thread offsets.
+std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
+                                                    int64_t num_segments) {
+  TORCH_CHECK(index.device().is_cpu() && index.dim() == 1,
+              "segment_csr: expected a 1-D CPU index");
+  TORCH_CHECK(num_segments >= 0, "segment_csr: negative num_segments");
+  const auto idx = index.to(at::kLong).contiguous();
+  const int64_t n = idx.numel();
+  const int64_t* ix = idx.data_ptr<int64_t>();
+  auto ptr = at::zeros({num_segments + 1}, idx.options());
+  auto perm = at::empty({n}, idx.options());
+  if (n == 0) return {ptr, perm};
+
+  int64_t num_slices = std::min<int64_t>(at::get_num_threads(),
+                                         std::max<int64_t>(1, n / 65536));
+  if (num_slices * (num_segments + 1) > (int64_t(1) << 26)) num_slices = 1;
+  auto slice_begin = [&](int64_t t) { return t * n / num_slices; };
+  std::vector<int64_t> counts(num_slices * (num_segments + 1), 0);
+  std::vector<int64_t> bad(num_slices, -1);
+
+  at::parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t* cnt = counts.data() + t * (num_segments + 1);
+      for (int64_t e = slice_begin(t); e < slice_begin(t + 1); ++e) {
+        const int64_t s = ix[e];
+        if (s < 0 || s >= num_segments) {
+          bad[t] = e;
+          break;
+        }
+        ++cnt[s];
+      }
+    }
+  });
+  for (int64_t t = 0; t < num_slices; ++t) {
+    TORCH_CHECK_INDEX(bad[t] < 0, "segment_csr: index[", bad[t], "] = ",
+                      bad[t] < 0 ? 0 : ix[bad[t]], " is out of range for ",
+                      num_segments, " segments");
+  }
+
+  // ptr from the column sums; per-slice write offsets from a scan.
+  int64_t* pp = ptr.data_ptr<int64_t>();
+  for (int64_t s = 0; s < num_segments; ++s) {
+    int64_t offset = pp[s];
+    for (int64_t t = 0; t < num_slices; ++t) {
+      int64_t& c = counts[t * (num_segments + 1) + s];
+      const int64_t count = c;
+      c = offset;
+      offset += count;
+    }
+    pp[s + 1] = offset;
+  }
+
+  int64_t* pm = perm.data_ptr<int64_t>();
+  at::parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t* next = counts.data() + t * (num_segments + 1);
+      for (int64_t e = slice_begin(t); e < slice_begin(t + 1); ++e)
+        pm[next[ix[e]]++] = e;
+    }
+  });
+  return {ptr, perm};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(pyg_gat_ext_cpu, m) {
+  m.def("segment_softmax(Tensor src, Tensor ptr, Tensor? perm, int dim) -> "
+        "Tensor");
+  m.def("segment_softmax_backward(Tensor out, Tensor grad_out, Tensor ptr, "
+        "Tensor? perm, int dim) -> Tensor");
+  m.def("segment_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(pyg_gat_ext_cpu, CPU, m) {
+  m.impl("segment_softmax", &segment_softmax_cpu);
+  m.impl("segment_softmax_backward", &segment_softmax_backward_cpu);
+  m.impl("segment_csr", &segment_csr_cpu);
+}
+
+}  // namespace pyg_gat_ext

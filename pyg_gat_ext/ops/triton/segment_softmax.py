@@ -1,0 +1,179 @@
+r"""Triton kernels of the segment softmax, forward and backward.
+
+The input is viewed as :obj:`[outer, num_entries, width]` with segments along
+the middle dimension, grouped by a CSR :obj:`ptr` over sorted positions and
+an optional :obj:`perm` (sorted position -> row). No atomics: every segment
+is reduced by one program, so results are deterministic. Half and bfloat16
+inputs are computed in float32, float64 inputs in float64.
+"""
+import math
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+EPS = 1e-16  # As torch_geometric.utils.softmax.
+
+
+@triton.jit
+def _rows(perm_ptr, pos, mask, HAS_PERM: tl.constexpr):
+    # The input rows at sorted positions `pos`, as int64 offsets.
+    if HAS_PERM:
+        return tl.load(perm_ptr + pos, mask=mask, other=0).to(tl.int64)
+    return pos.to(tl.int64)
+
+
+@triton.jit
+def _segment_bounds(ptr_ptr, seg, num_segments):
+    # [lo, hi) of segment `seg`, empty past the last segment (the last row
+    # block may be partial).
+    seg_c = tl.minimum(seg, num_segments - 1)
+    lo = tl.load(ptr_ptr + seg_c)
+    valid = (seg < num_segments).to(lo.dtype)
+    return lo, lo + (tl.load(ptr_ptr + seg_c + 1) - lo) * valid
+
+
+@triton.jit
+def _segment_softmax_fwd(
+    src_ptr, out_ptr, ptr_ptr, perm_ptr,
+    num_segments, num_entries, width,
+    HAS_PERM: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr,
+    BLOCK_W: tl.constexpr, ACC: tl.constexpr,
+):
+    r"""Grid: (cdiv(num_segments, ROWS), outer, cdiv(width, BLOCK_W)).
+    Program (i, o, j) normalises segments i * ROWS ... i * ROWS + ROWS - 1
+    for outer index o and columns j * BLOCK_W ... + BLOCK_W - 1: a first loop
+    over each segment's entries keeps the running maximum and the sum of
+    exponentials relative to it (online softmax), a second writes
+    exp(x - max) / (sum + 1e-16), NaN where PyG's softmax gives NaN."""
+    o = tl.program_id(1).to(tl.int64)
+    cols = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
+    col_mask = cols < width
+    base = o * num_entries * width
+    for k in tl.static_range(ROWS):
+        lo, hi = _segment_bounds(ptr_ptr, tl.program_id(0) * ROWS + k,
+                                 num_segments)
+        m = tl.full([BLOCK_W], float('-inf'), ACC)
+        s = tl.zeros([BLOCK_W], ACC)
+        bad = tl.zeros([BLOCK_W], tl.int32)
+        for start in range(lo, hi, BLOCK_E):
+            pos = start + tl.arange(0, BLOCK_E)
+            emask = pos < hi
+            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
+            mask = emask[:, None] & col_mask[None, :]
+            offs = base + rows[:, None] * width + cols[None, :]
+            x = tl.load(src_ptr + offs, mask=mask,
+                        other=float('-inf')).to(ACC)
+            bad += tl.sum(((x != x) | (x == float('inf'))).to(tl.int32), 0)
+            tile_max = tl.max(tl.where(x == x, x, float('-inf')), 0)
+            new_m = tl.maximum(m, tile_max)
+            # Rescale the sum: a factor 0 while the maximum was -inf.
+            scale = tl.where(m == new_m, 1.0, tl.exp(m - new_m))
+            d = x - new_m[None, :]
+            e = tl.where(d == d, tl.exp(d), 0.0)  # -inf - -inf adds 0.
+            s = s * scale + tl.sum(e, 0)
+            m = new_m
+        is_nan = (bad > 0) | (m == float('-inf'))
+        denom = s + EPS
+        for start in range(lo, hi, BLOCK_E):
+            pos = start + tl.arange(0, BLOCK_E)
+            emask = pos < hi
+            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
+            mask = emask[:, None] & col_mask[None, :]
+            offs = base + rows[:, None] * width + cols[None, :]
+            x = tl.load(src_ptr + offs, mask=mask, other=0.0).to(ACC)
+            y = tl.exp(x - m[None, :]) / denom[None, :]
+            y = tl.where(is_nan[None, :], float('nan'), y)
+            tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty),
+                     mask=mask)
+
+
+@triton.jit
+def _segment_softmax_bwd(
+    out_ptr, grad_ptr, grad_src_ptr, ptr_ptr, perm_ptr,
+    num_segments, num_entries, width,
+    HAS_PERM: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr,
+    BLOCK_W: tl.constexpr, ACC: tl.constexpr,
+):
+    r"""Grid as :func:`_segment_softmax_fwd`. Per segment, a first loop sums
+    grad * out, a second writes out * (grad - sum)."""
+    o = tl.program_id(1).to(tl.int64)
+    cols = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
+    col_mask = cols < width
+    base = o * num_entries * width
+    for k in tl.static_range(ROWS):
+        lo, hi = _segment_bounds(ptr_ptr, tl.program_id(0) * ROWS + k,
+                                 num_segments)
+        dot = tl.zeros([BLOCK_W], ACC)
+        for start in range(lo, hi, BLOCK_E):
+            pos = start + tl.arange(0, BLOCK_E)
+            emask = pos < hi
+            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
+            mask = emask[:, None] & col_mask[None, :]
+            offs = base + rows[:, None] * width + cols[None, :]
+            y = tl.load(out_ptr + offs, mask=mask, other=0.0).to(ACC)
+            g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC)
+            dot += tl.sum(y * g, 0)
+        for start in range(lo, hi, BLOCK_E):
+            pos = start + tl.arange(0, BLOCK_E)
+            emask = pos < hi
+            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
+            mask = emask[:, None] & col_mask[None, :]
+            offs = base + rows[:, None] * width + cols[None, :]
+            y = tl.load(out_ptr + offs, mask=mask, other=0.0).to(ACC)
+            g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC)
+            dx = y * (g - dot[None, :])
+            tl.store(grad_src_ptr + offs,
+                     dx.to(grad_src_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch_config(num_segments: int, outer: int, width: int,
+                   dtype: torch.dtype):
+    block_w = min(triton.next_power_of_2(max(width, 1)), 64)
+    block_e = max(16, min(128, 2048 // block_w))
+    rows = 4 if num_segments >= 4096 else 1
+    grid = (triton.cdiv(num_segments, rows), outer,
+            triton.cdiv(width, block_w))
+    acc = tl.float64 if dtype == torch.float64 else tl.float32
+    return grid, dict(ROWS=rows, BLOCK_E=block_e, BLOCK_W=block_w, ACC=acc)
+
+
+def _shape3(t: Tensor, dim: int):
+    # [outer, num_entries, width] view with the segments along `dim`.
+    return (math.prod(t.shape[:dim]), t.size(dim),
+            math.prod(t.shape[dim + 1:]))
+
+
+def segment_softmax(src: Tensor, ptr: Tensor, perm: Optional[Tensor],
+                    dim: int) -> Tensor:
+    r"""Launches :func:`_segment_softmax_fwd` (see there for the grid)."""
+    src = src.contiguous()
+    out = torch.empty_like(src)
+    outer, num_entries, width = _shape3(src, dim)
+    num_segments = ptr.numel() - 1
+    if src.numel() == 0 or num_segments == 0:
+        return out
+    grid, meta = _launch_config(num_segments, outer, width, src.dtype)
+    _segment_softmax_fwd[grid](
+        src, out, ptr, perm if perm is not None else ptr, num_segments,
+        num_entries, width, HAS_PERM=perm is not None, **meta)
+    return out
+
+
+def segment_softmax_backward(out: Tensor, grad_out: Tensor, ptr: Tensor,
+                             perm: Optional[Tensor], dim: int) -> Tensor:
+    r"""Launches :func:`_segment_softmax_bwd` (see there for the grid)."""
+    out = out.contiguous()
+    grad_out = grad_out.to(out.dtype).contiguous()
+    grad_src = torch.empty_like(out)
+    outer, num_entries, width = _shape3(out, dim)
+    num_segments = ptr.numel() - 1
+    if out.numel() == 0 or num_segments == 0:
+        return grad_src
+    grid, meta = _launch_config(num_segments, outer, width, out.dtype)
+    _segment_softmax_bwd[grid](
+        out, grad_out, grad_src, ptr, perm if perm is not None else ptr,
+        num_segments, num_entries, width, HAS_PERM=perm is not None, **meta)
+    return grad_src
