@@ -18,6 +18,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 namespace pyg_gat_ext {
@@ -169,6 +170,422 @@ std::tuple<int64_t, int64_t, int64_t> shape3(const at::Tensor& t,
   return {outer, t.size(dim), inner};
 }
 
+// Per-column scratch space: on the stack for a compile-time width W (or up
+// to 64 columns), on the heap beyond.
+template <typename acc_t, int64_t W>
+class Scratch {
+ public:
+  explicit Scratch(int64_t width) {
+    if (!W && width > 64) heap_.resize(width);
+    data_ = heap_.empty() ? stack_ : heap_.data();
+  }
+  acc_t* data() { return data_; }
+  acc_t& operator[](int64_t i) { return data_[i]; }
+
+ private:
+  acc_t stack_[W ? W : 64];
+  std::vector<acc_t> heap_;
+  acc_t* data_;
+};
+
+// Calls f(std::integral_constant<int64_t, W>) with W = width for the common
+// widths (heads), so loops over them unroll and vectorise, else W = 0.
+template <typename F>
+void dispatch_width(int64_t width, F&& f) {
+  switch (width) {
+    case 1: f(std::integral_constant<int64_t, 1>{}); break;
+    case 2: f(std::integral_constant<int64_t, 2>{}); break;
+    case 4: f(std::integral_constant<int64_t, 4>{}); break;
+    case 8: f(std::integral_constant<int64_t, 8>{}); break;
+    case 16: f(std::integral_constant<int64_t, 16>{}); break;
+    default: f(std::integral_constant<int64_t, 0>{});
+  }
+}
+
+// Forward: per segment and column, the maximum m, the sum s of exp(x - m)
+// and a count of NaN / +inf entries (which make PyG's whole segment NaN);
+// then out = exp(x - m) / (s + 1e-16). State: [m, s, bad] x width.
+template <typename scalar_t, int64_t W>
+struct SoftmaxForward {
+  using acc_t = at::opmath_type<scalar_t>;
+  static constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
+  const scalar_t* xs;
+  scalar_t* ys;
+  const int64_t* perm;
+  int64_t width;
+
+  int64_t w() const { return W ? W : width; }
+  int64_t row(int64_t pos) const { return (perm ? perm[pos] : pos) * w(); }
+
+  void init(acc_t* st) const {
+    std::fill(st, st + w(), -inf);
+    std::fill(st + w(), st + 3 * w(), acc_t(0));
+  }
+
+  void reduce(acc_t* st, int64_t lo, int64_t hi) const {
+    const int64_t n_w = w();
+    acc_t* __restrict m = st;
+    acc_t* __restrict sum = st + n_w;
+    acc_t* __restrict bad = st + 2 * n_w;
+    const scalar_t* rows[kTile];
+    Scratch<acc_t, W> tile_max(n_w);
+    for (int64_t pos = lo; pos < hi; pos += kTile) {
+      const int64_t n = std::min(kTile, hi - pos);
+      for (int64_t r = 0; r < n; ++r) rows[r] = xs + row(pos + r);
+      for (int64_t r = kTile; r < std::min(2 * kTile, hi - pos); ++r)
+        prefetch(xs + row(pos + r));
+      // One rescale per tile: the tile's maximum first.
+      acc_t* __restrict tm = tile_max.data();
+      std::copy(m, m + n_w, tm);
+      for (int64_t r = 0; r < n; ++r) {
+        const scalar_t* __restrict xr = rows[r];
+        for (int64_t h = 0; h < n_w; ++h) {
+          const acc_t v = static_cast<acc_t>(xr[h]);
+          tm[h] = v > tm[h] ? v : tm[h];
+          bad[h] += !(v < inf);  // NaN or +inf.
+        }
+      }
+      for (int64_t h = 0; h < n_w; ++h) {
+        // A factor exp(-inf) = 0 while the maximum was -inf.
+        sum[h] *= tm[h] > m[h] ? exp_approx(m[h] - tm[h]) : acc_t(1);
+        m[h] = tm[h];
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        const scalar_t* __restrict xr = rows[r];
+        for (int64_t h = 0; h < n_w; ++h) {
+          acc_t d = static_cast<acc_t>(xr[h]) - m[h];
+          d = d == d ? d : -inf;  // -inf - -inf and NaN add nothing.
+          sum[h] += exp_approx(d);
+        }
+      }
+    }
+  }
+
+  void merge(acc_t* st, const acc_t* other) const {
+    const int64_t n_w = w();
+    for (int64_t h = 0; h < n_w; ++h) {
+      const acc_t m1 = st[h], m2 = other[h];
+      const acc_t mx = m2 > m1 ? m2 : m1;
+      if (mx != -inf) {
+        st[n_w + h] = st[n_w + h] * exp_approx(m1 - mx) +
+                      other[n_w + h] * exp_approx(m2 - mx);
+      }
+      st[h] = mx;
+      st[2 * n_w + h] += other[2 * n_w + h];
+    }
+  }
+
+  void write(const acc_t* st, int64_t lo, int64_t hi) const {
+    const int64_t n_w = w();
+    const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
+    // NaN for a segment with NaN or +inf, or of -inf only, as PyG's
+    // exp(x - max) gives there; else multiply by the reciprocal.
+    Scratch<acc_t, W> m(n_w), inv(n_w);
+    for (int64_t h = 0; h < n_w; ++h) {
+      const bool is_nan = st[2 * n_w + h] > 0 || st[h] == -inf;
+      m[h] = st[h];
+      inv[h] = is_nan ? nan : acc_t(1) / (st[n_w + h] + acc_t(kEps));
+    }
+    const acc_t* __restrict mm = m.data();
+    const acc_t* __restrict ii = inv.data();
+    for (int64_t pos = lo; pos < hi; ++pos) {
+      if (pos + kTile < hi) prefetch(xs + row(pos + kTile));
+      const int64_t r = row(pos);
+      const scalar_t* __restrict xr = xs + r;
+      scalar_t* __restrict yr = ys + r;
+      for (int64_t h = 0; h < n_w; ++h) {
+        const acc_t d = static_cast<acc_t>(xr[h]) - mm[h];
+        yr[h] = static_cast<scalar_t>(exp_approx(d == d ? d : -inf) * ii[h]);
+      }
+    }
+  }
+};
+
+// Backward: per segment and column the dot product of grad and out, then
+// grad_src = out * (grad - dot). State: [dot] x width.
+template <typename scalar_t, int64_t W>
+struct SoftmaxBackward {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* ys;
+  const scalar_t* gs;
+  scalar_t* dx;
+  const int64_t* perm;
+  int64_t width;
+
+  int64_t w() const { return W ? W : width; }
+  int64_t row(int64_t pos) const { return (perm ? perm[pos] : pos) * w(); }
+
+  void init(acc_t* st) const { std::fill(st, st + w(), acc_t(0)); }
+
+  void reduce(acc_t* st, int64_t lo, int64_t hi) const {
+    const int64_t n_w = w();
+    Scratch<acc_t, W> local(n_w);
+    acc_t* __restrict dot = local.data();
+    std::copy(st, st + n_w, dot);
+    for (int64_t pos = lo; pos < hi; ++pos) {
+      if (pos + kTile < hi) {
+        prefetch(gs + row(pos + kTile));
+        prefetch(ys + row(pos + kTile));
+      }
+      const int64_t r = row(pos);
+      const scalar_t* __restrict yr = ys + r;
+      const scalar_t* __restrict gr = gs + r;
+      for (int64_t h = 0; h < n_w; ++h)
+        dot[h] += static_cast<acc_t>(gr[h]) * static_cast<acc_t>(yr[h]);
+    }
+    std::copy(dot, dot + n_w, st);
+  }
+
+  void merge(acc_t* st, const acc_t* other) const {
+    for (int64_t h = 0; h < w(); ++h) st[h] += other[h];
+  }
+
+  void write(const acc_t* st, int64_t lo, int64_t hi) const {
+    const int64_t n_w = w();
+    Scratch<acc_t, W> local(n_w);
+    std::copy(st, st + n_w, local.data());
+    const acc_t* __restrict dot = local.data();
+    for (int64_t pos = lo; pos < hi; ++pos) {
+      if (pos + kTile < hi) {
+        prefetch(gs + row(pos + kTile));
+        prefetch(ys + row(pos + kTile));
+      }
+      const int64_t r = row(pos);
+      const scalar_t* __restrict yr = ys + r;
+      const scalar_t* __restrict gr = gs + r;
+      scalar_t* __restrict out = dx + r;
+      for (int64_t h = 0; h < n_w; ++h) {
+        const acc_t y = static_cast<acc_t>(yr[h]);
+        out[h] = static_cast<scalar_t>(y * (static_cast<acc_t>(gr[h]) -
+                                            dot[h]));
+      }
+    }
+  }
+};
+
+// Scatter-style kernels over an unsorted `index`, for when every thread can
+// afford private per-segment accumulators: each thread streams a contiguous
+// slice of the entries in their original order (sequential reads and
+// writes, no permutation), the private accumulators are merged in thread
+// order (deterministic, no atomics), and equal slices balance the work
+// whatever the segment sizes. PyG's own formula, exp(x - max) / (sum + eps)
+// with NaN-propagating max, gives its NaN conventions unchanged.
+struct IndexSlices {
+  int64_t num_entries, num_segments, num_slices;
+  int64_t begin(int64_t t) const { return t * num_entries / num_slices; }
+
+  // Runs f(t, begin, end) for every slice in parallel.
+  template <typename F>
+  void parallel(F&& f) const {
+    at::parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) f(t, begin(t), begin(t + 1));
+    });
+  }
+};
+
+inline IndexSlices index_slices(const int64_t* index, int64_t num_entries,
+                                int64_t num_segments) {
+  const int64_t num_slices = std::max<int64_t>(
+      1, std::min<int64_t>(at::get_num_threads(), num_entries / kMinChunk));
+  IndexSlices slices{num_entries, num_segments, num_slices};
+  std::vector<int64_t> bad(num_slices, -1);
+  slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) {
+      if (static_cast<uint64_t>(index[e]) >=
+          static_cast<uint64_t>(num_segments)) {
+        bad[t] = e;
+        break;
+      }
+    }
+  });
+  for (int64_t e : bad) {
+    TORCH_CHECK_INDEX(e < 0, "segment_softmax: index[", e, "] = ",
+                      e < 0 ? 0 : index[e], " is out of range for ",
+                      num_segments, " segments");
+  }
+  return slices;
+}
+
+// Sums the slices' private [num_segments, width] accumulators into slice 0.
+template <typename acc_t, typename Combine>
+void merge_slices(std::vector<acc_t>& acc, const IndexSlices& slices,
+                  int64_t width, Combine combine) {
+  const int64_t size = slices.num_segments * width;
+  at::parallel_for(0, size, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t t = 1; t < slices.num_slices; ++t) {
+      const acc_t* other = acc.data() + t * size;
+      for (int64_t i = i0; i < i1; ++i) acc[i] = combine(acc[i], other[i]);
+    }
+  });
+}
+
+template <typename scalar_t, int64_t W>
+void softmax_by_index(const scalar_t* xs, scalar_t* ys, const int64_t* index,
+                      const IndexSlices& slices, int64_t width) {
+  // Three streaming passes, as PyG's formula: per-segment maxima, sums of
+  // exp(x - max), then exp(x - max) / (sum + eps). (A fused online first
+  // pass measured slower: it chains dependent exponentials per segment.)
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t n_w = W ? W : width;
+  const int64_t size = slices.num_segments * n_w;
+  const acc_t inf = std::numeric_limits<acc_t>::infinity();
+  std::vector<acc_t> max(slices.num_slices * size, -inf);
+  slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
+    acc_t* mt = max.data() + t * size;
+    for (int64_t e = lo; e < hi; ++e) {
+      const scalar_t* __restrict xr = xs + e * n_w;
+      acc_t* __restrict mr = mt + index[e] * n_w;
+      for (int64_t h = 0; h < n_w; ++h) {
+        const acc_t v = static_cast<acc_t>(xr[h]);
+        mr[h] = (v > mr[h] || v != v) ? v : mr[h];  // NaN propagates.
+      }
+    }
+  });
+  merge_slices(max, slices, n_w, [](acc_t a, acc_t b) {
+    return (b > a || b != b) ? b : a;
+  });
+  std::vector<acc_t> sum(slices.num_slices * size, acc_t(0));
+  slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
+    acc_t* st = sum.data() + t * size;
+    for (int64_t e = lo; e < hi; ++e) {
+      const scalar_t* __restrict xr = xs + e * n_w;
+      const acc_t* __restrict mr = max.data() + index[e] * n_w;
+      acc_t* __restrict sr = st + index[e] * n_w;
+      for (int64_t h = 0; h < n_w; ++h)
+        sr[h] += exp_approx(static_cast<acc_t>(xr[h]) - mr[h]);
+    }
+  });
+  merge_slices(sum, slices, n_w, [](acc_t a, acc_t b) { return a + b; });
+  slices.parallel([&](int64_t, int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) {
+      const scalar_t* __restrict xr = xs + e * n_w;
+      scalar_t* __restrict yr = ys + e * n_w;
+      const acc_t* __restrict mr = max.data() + index[e] * n_w;
+      const acc_t* __restrict sr = sum.data() + index[e] * n_w;
+      for (int64_t h = 0; h < n_w; ++h) {
+        yr[h] = static_cast<scalar_t>(
+            exp_approx(static_cast<acc_t>(xr[h]) - mr[h]) /
+            (sr[h] + acc_t(kEps)));
+      }
+    }
+  });
+}
+
+template <typename scalar_t, int64_t W>
+void softmax_backward_by_index(const scalar_t* ys, const scalar_t* gs,
+                               scalar_t* dx, const int64_t* index,
+                               const IndexSlices& slices, int64_t width) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t n_w = W ? W : width;
+  const int64_t size = slices.num_segments * n_w;
+  std::vector<acc_t> dot(slices.num_slices * size, acc_t(0));
+  slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
+    acc_t* dt = dot.data() + t * size;
+    for (int64_t e = lo; e < hi; ++e) {
+      const scalar_t* __restrict yr = ys + e * n_w;
+      const scalar_t* __restrict gr = gs + e * n_w;
+      acc_t* __restrict dr = dt + index[e] * n_w;
+      for (int64_t h = 0; h < n_w; ++h)
+        dr[h] += static_cast<acc_t>(gr[h]) * static_cast<acc_t>(yr[h]);
+    }
+  });
+  merge_slices(dot, slices, n_w, [](acc_t a, acc_t b) { return a + b; });
+  slices.parallel([&](int64_t, int64_t lo, int64_t hi) {
+    for (int64_t e = lo; e < hi; ++e) {
+      const scalar_t* __restrict yr = ys + e * n_w;
+      const scalar_t* __restrict gr = gs + e * n_w;
+      scalar_t* __restrict out = dx + e * n_w;
+      const acc_t* __restrict dr = dot.data() + index[e] * n_w;
+      for (int64_t h = 0; h < n_w; ++h) {
+        const acc_t y = static_cast<acc_t>(yr[h]);
+        out[h] = static_cast<scalar_t>(y * (static_cast<acc_t>(gr[h]) -
+                                            dr[h]));
+      }
+    }
+  });
+}
+
+const int64_t* checked_index(const at::Tensor& index, int64_t num_entries) {
+  TORCH_CHECK(index.dim() == 1 && index.numel() == num_entries &&
+                  index.scalar_type() == at::kLong && index.is_contiguous(),
+              "segment_softmax: expected 'index' to be a contiguous 1-D int64 "
+              "tensor with one entry per input row");
+  return index.data_ptr<int64_t>();
+}
+
+at::Tensor segment_softmax_index_cpu(const at::Tensor& src,
+                                     const at::Tensor& index,
+                                     int64_t num_segments, int64_t dim) {
+  TORCH_CHECK(src.device().is_cpu() && index.device().is_cpu(),
+              "segment_softmax: expected CPU tensors");
+  TORCH_CHECK(dim >= 0 && dim < src.dim(), "segment_softmax: invalid dim");
+  const auto x = src.contiguous();
+  auto out = at::empty_like(x);
+  auto [outer, num_entries, width] = shape3(x, dim);
+  const int64_t* ix = checked_index(index, num_entries);
+  if (width == 0 || num_entries == 0) return out;
+  const auto slices = index_slices(ix, num_entries, num_segments);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
+        dispatch_width(width, [&](auto w) {
+          for (int64_t o = 0; o < outer; ++o) {
+            const int64_t offset = o * num_entries * width;
+            softmax_by_index<scalar_t, decltype(w)::value>(
+                x.data_ptr<scalar_t>() + offset,
+                out.data_ptr<scalar_t>() + offset, ix, slices, width);
+          }
+        });
+      });
+  return out;
+}
+
+at::Tensor segment_softmax_backward_index_cpu(const at::Tensor& out,
+                                              const at::Tensor& grad_out,
+                                              const at::Tensor& index,
+                                              int64_t num_segments,
+                                              int64_t dim) {
+  TORCH_CHECK(out.device().is_cpu() && grad_out.device().is_cpu() &&
+                  index.device().is_cpu(),
+              "segment_softmax_backward: expected CPU tensors");
+  TORCH_CHECK(out.sizes() == grad_out.sizes(),
+              "segment_softmax_backward: 'out' and 'grad_out' differ in shape");
+  TORCH_CHECK(dim >= 0 && dim < out.dim(),
+              "segment_softmax_backward: invalid dim");
+  const auto y = out.contiguous();
+  const auto g = grad_out.to(out.scalar_type()).contiguous();
+  auto grad_src = at::empty_like(y);
+  auto [outer, num_entries, width] = shape3(y, dim);
+  const int64_t* ix = checked_index(index, num_entries);
+  if (width == 0 || num_entries == 0) return grad_src;
+  const auto slices = index_slices(ix, num_entries, num_segments);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, y.scalar_type(), "segment_softmax_backward",
+      [&] {
+        dispatch_width(width, [&](auto w) {
+          for (int64_t o = 0; o < outer; ++o) {
+            const int64_t offset = o * num_entries * width;
+            softmax_backward_by_index<scalar_t, decltype(w)::value>(
+                y.data_ptr<scalar_t>() + offset,
+                g.data_ptr<scalar_t>() + offset,
+                grad_src.data_ptr<scalar_t>() + offset, ix, slices, width);
+          }
+        });
+      });
+  return grad_src;
+}
+
+template <typename Kernel>
+void run_segments(const Kernel& k, const int64_t* ptr, int64_t num_segments,
+                  int64_t num_entries, int64_t state_size) {
+  using acc_t = typename Kernel::acc_t;
+  segmented_two_pass<acc_t>(
+      ptr, num_segments, num_entries, state_size,
+      [&](acc_t* st) { k.init(st); },
+      [&](acc_t* st, int64_t lo, int64_t hi) { k.reduce(st, lo, hi); },
+      [&](acc_t* st, const acc_t* other) { k.merge(st, other); },
+      [&](const acc_t* st, int64_t lo, int64_t hi) { k.write(st, lo, hi); });
+}
+
 at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
                                const std::optional<at::Tensor>& perm,
                                int64_t dim) {
@@ -180,88 +597,19 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
   const int64_t* p = checked_ptr(ptr, num_entries);
   const int64_t* q = checked_perm(perm, num_entries);
   const int64_t num_segments = ptr.numel() - 1;
+  if (width == 0) return out;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
-        for (int64_t o = 0; o < outer; ++o) {
-          const scalar_t* xs = x.data_ptr<scalar_t>() + o * num_entries * width;
-          scalar_t* ys = out.data_ptr<scalar_t>() + o * num_entries * width;
-          auto row = [&](int64_t pos) { return (q ? q[pos] : pos) * width; };
-          // State: running maximum, sum of exponentials relative to it, and
-          // a count of NaN / +inf entries (which make PyG's segment NaN).
-          auto init = [&](acc_t* st) {
-            std::fill(st, st + width, -inf);
-            std::fill(st + width, st + 3 * width, acc_t(0));
-          };
-          auto reduce = [&](acc_t* st, int64_t lo, int64_t hi) {
-            acc_t* m = st;
-            acc_t* sum = st + width;
-            acc_t* bad = st + 2 * width;
-            const scalar_t* rows[kTile];
-            for (int64_t pos = lo; pos < hi; pos += kTile) {
-              const int64_t n = std::min(kTile, hi - pos);
-              for (int64_t r = 0; r < n; ++r) rows[r] = xs + row(pos + r);
-              for (int64_t r = kTile; r < std::min(2 * kTile, hi - pos); ++r)
-                prefetch(xs + row(pos + r));
-              // One rescale per tile: the tile's maximum first.
-              for (int64_t h = 0; h < width; ++h) {
-                acc_t tile_max = m[h];
-                for (int64_t r = 0; r < n; ++r) {
-                  const acc_t v = static_cast<acc_t>(rows[r][h]);
-                  tile_max = v > tile_max ? v : tile_max;
-                  bad[h] += !(v < inf);  // NaN or +inf.
-                }
-                if (tile_max > m[h]) {
-                  sum[h] *= exp_approx(m[h] - tile_max);  // 0 if m was -inf.
-                  m[h] = tile_max;
-                }
-              }
-              for (int64_t r = 0; r < n; ++r) {
-                const scalar_t* xr = rows[r];
-                for (int64_t h = 0; h < width; ++h) {
-                  acc_t d = static_cast<acc_t>(xr[h]) - m[h];
-                  d = d == d ? d : -inf;  // -inf - -inf and NaN add nothing.
-                  sum[h] += exp_approx(d);
-                }
-              }
-            }
-          };
-          auto merge = [&](acc_t* st, const acc_t* other) {
-            for (int64_t h = 0; h < width; ++h) {
-              const acc_t m1 = st[h], m2 = other[h];
-              const acc_t mx = m2 > m1 ? m2 : m1;
-              if (mx != -inf) {
-                st[width + h] = st[width + h] * exp_approx(m1 - mx) +
-                                other[width + h] * exp_approx(m2 - mx);
-              }
-              st[h] = mx;
-              st[2 * width + h] += other[2 * width + h];
-            }
-          };
-          auto write = [&](const acc_t* st, int64_t lo, int64_t hi) {
-            const acc_t* m = st;
-            const acc_t* sum = st + width;
-            const acc_t* bad = st + 2 * width;
-            const acc_t nan = std::numeric_limits<acc_t>::quiet_NaN();
-            for (int64_t pos = lo; pos < hi; ++pos) {
-              if (pos + kTile < hi) prefetch(xs + row(pos + kTile));
-              const int64_t r = row(pos);
-              for (int64_t h = 0; h < width; ++h) {
-                // NaN for a segment with NaN or +inf, or of -inf only, as
-                // PyG's exp(x - max) gives there.
-                const bool is_nan = bad[h] > 0 || m[h] == -inf;
-                const acc_t d = static_cast<acc_t>(xs[r + h]) - m[h];
-                const acc_t e = exp_approx(d == d ? d : -inf);
-                ys[r + h] = static_cast<scalar_t>(
-                    is_nan ? nan : e / (sum[h] + acc_t(kEps)));
-              }
-            }
-          };
-          segmented_two_pass<acc_t>(p, num_segments, num_entries, 3 * width,
-                                    init, reduce, merge, write);
-        }
+        dispatch_width(width, [&](auto w) {
+          for (int64_t o = 0; o < outer; ++o) {
+            const int64_t offset = o * num_entries * width;
+            SoftmaxForward<scalar_t, decltype(w)::value> k{
+                x.data_ptr<scalar_t>() + offset,
+                out.data_ptr<scalar_t>() + offset, q, width};
+            run_segments(k, p, num_segments, num_entries, 3 * width);
+          }
+        });
       });
   return out;
 }
@@ -284,51 +632,21 @@ at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
   const int64_t* p = checked_ptr(ptr, num_entries);
   const int64_t* q = checked_perm(perm, num_entries);
   const int64_t num_segments = ptr.numel() - 1;
+  if (width == 0) return grad_src;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, y.scalar_type(), "segment_softmax_backward",
       [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        for (int64_t o = 0; o < outer; ++o) {
-          const int64_t offset = o * num_entries * width;
-          const scalar_t* ys = y.data_ptr<scalar_t>() + offset;
-          const scalar_t* gs = g.data_ptr<scalar_t>() + offset;
-          scalar_t* dx = grad_src.data_ptr<scalar_t>() + offset;
-          auto row = [&](int64_t pos) { return (q ? q[pos] : pos) * width; };
-          // State: sum over the segment of grad_out * out [width].
-          auto init = [&](acc_t* st) { std::fill(st, st + width, acc_t(0)); };
-          auto reduce = [&](acc_t* st, int64_t lo, int64_t hi) {
-            for (int64_t pos = lo; pos < hi; ++pos) {
-              if (pos + kTile < hi) {
-                prefetch(gs + row(pos + kTile));
-                prefetch(ys + row(pos + kTile));
-              }
-              const int64_t r = row(pos);
-              for (int64_t h = 0; h < width; ++h)
-                st[h] += static_cast<acc_t>(gs[r + h]) *
-                         static_cast<acc_t>(ys[r + h]);
-            }
-          };
-          auto merge = [&](acc_t* st, const acc_t* other) {
-            for (int64_t h = 0; h < width; ++h) st[h] += other[h];
-          };
-          auto write = [&](const acc_t* st, int64_t lo, int64_t hi) {
-            for (int64_t pos = lo; pos < hi; ++pos) {
-              if (pos + kTile < hi) {
-                prefetch(gs + row(pos + kTile));
-                prefetch(ys + row(pos + kTile));
-              }
-              const int64_t r = row(pos);
-              for (int64_t h = 0; h < width; ++h) {
-                const acc_t yv = static_cast<acc_t>(ys[r + h]);
-                dx[r + h] = static_cast<scalar_t>(
-                    yv * (static_cast<acc_t>(gs[r + h]) - st[h]));
-              }
-            }
-          };
-          segmented_two_pass<acc_t>(p, num_segments, num_entries, width, init,
-                                    reduce, merge, write);
-        }
+        dispatch_width(width, [&](auto w) {
+          for (int64_t o = 0; o < outer; ++o) {
+            const int64_t offset = o * num_entries * width;
+            SoftmaxBackward<scalar_t, decltype(w)::value> k{
+                y.data_ptr<scalar_t>() + offset,
+                g.data_ptr<scalar_t>() + offset,
+                grad_src.data_ptr<scalar_t>() + offset, q, width};
+            run_segments(k, p, num_segments, num_entries, width);
+          }
+        });
       });
   return grad_src;
 }
@@ -406,12 +724,19 @@ TORCH_LIBRARY(pyg_gat_ext_cpu, m) {
   m.def("segment_softmax_backward(Tensor out, Tensor grad_out, Tensor ptr, "
         "Tensor? perm, int dim) -> Tensor");
   m.def("segment_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
+  m.def("segment_softmax_index(Tensor src, Tensor index, int num_segments, "
+        "int dim) -> Tensor");
+  m.def("segment_softmax_backward_index(Tensor out, Tensor grad_out, "
+        "Tensor index, int num_segments, int dim) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pyg_gat_ext_cpu, CPU, m) {
   m.impl("segment_softmax", &segment_softmax_cpu);
   m.impl("segment_softmax_backward", &segment_softmax_backward_cpu);
   m.impl("segment_csr", &segment_csr_cpu);
+  m.impl("segment_softmax_index", &segment_softmax_index_cpu);
+  m.impl("segment_softmax_backward_index",
+         &segment_softmax_backward_index_cpu);
 }
 
 }  // namespace pyg_gat_ext

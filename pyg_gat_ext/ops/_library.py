@@ -169,11 +169,26 @@ def _(out, grad_out, index, ptr, perm, num_segments, dim):
     return torch.empty_like(out)
 
 
+def _cpu_by_index(index: Optional[Tensor], ptr: Optional[Tensor],
+                  perm: Optional[Tensor], num_segments: int,
+                  num_entries: int) -> bool:
+    # The C++ kernels stream an unsorted `index` with per-thread segment
+    # accumulators when those cost no more than the input itself; sorted
+    # input (`ptr` alone) and very sparse groupings take the segment path.
+    if index is None or (ptr is not None and perm is None):
+        return False
+    return torch.get_num_threads() * num_segments <= num_entries
+
+
 def _softmax_kernel(src, index, ptr, perm, num_segments, dim):
     backend = kernel_backend(src.device)
     if backend == 'reference':
         index = _index(index, ptr, perm, src.size(dim))
         return _reference.segment_softmax(src, index, num_segments, dim)
+    if backend == 'cpp' and _cpu_by_index(index, ptr, perm, num_segments,
+                                          src.size(dim)):
+        return torch.ops.pyg_gat_ext_cpu.segment_softmax_index(
+            src, index.contiguous(), num_segments, dim)
     ptr, perm = _grouping(index, ptr, perm, num_segments)
     if backend == 'cpp':
         return torch.ops.pyg_gat_ext_cpu.segment_softmax(src, ptr, perm, dim)
@@ -187,6 +202,10 @@ def _softmax_backward_kernel(out, grad_out, index, ptr, perm, num_segments,
         index = _index(index, ptr, perm, out.size(dim))
         return _reference.segment_softmax_backward(out, grad_out, index,
                                                    num_segments, dim)
+    if backend == 'cpp' and _cpu_by_index(index, ptr, perm, num_segments,
+                                          out.size(dim)):
+        return torch.ops.pyg_gat_ext_cpu.segment_softmax_backward_index(
+            out, grad_out, index.contiguous(), num_segments, dim)
     ptr, perm = _grouping(index, ptr, perm, num_segments)
     if backend == 'cpp':
         return torch.ops.pyg_gat_ext_cpu.segment_softmax_backward(

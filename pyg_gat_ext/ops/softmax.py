@@ -89,8 +89,9 @@ def segment_softmax(
     index = index.long()
     perm: Optional[Tensor] = None
     if ptr is None and not torch.jit.is_scripting() and not is_compiling():
-        # Group once here, so that the backward reuses the grouping:
-        if kernel_backend(src.device) != 'reference':
+        # The Triton kernels need a grouping: build it once here, so that
+        # the backward reuses it (the C++ kernels stream `index` itself).
+        if kernel_backend(src.device) == 'triton':
             ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index, num_segments)
     return torch.ops.pyg_gat_ext.segment_softmax(src, index, ptr, perm,
                                                  num_segments, dim)
