@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -423,45 +424,74 @@ template <typename scalar_t, int64_t W>
 void softmax_by_index(const scalar_t* xs, scalar_t* ys, const int64_t* index,
                       const IndexSlices& slices, int64_t width) {
   // Three streaming passes, as PyG's formula: per-segment maxima, sums of
-  // exp(x - max), then exp(x - max) / (sum + eps). (A fused online first
-  // pass measured slower: it chains dependent exponentials per segment.)
+  // exp(x - max), then exp(x - max) / (sum + eps). Each slice's state is
+  // [segment][max x width, sum x width], so that an entry touches one cache
+  // line per pass; the merged maxima are copied into every slice. (A fused
+  // online first pass measured slower: it chains dependent exponentials.)
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t n_w = W ? W : width;
-  const int64_t size = slices.num_segments * n_w;
+  const int64_t row = 2 * n_w;
+  const int64_t size = slices.num_segments * row;
   const acc_t inf = std::numeric_limits<acc_t>::infinity();
-  std::vector<acc_t> max(slices.num_slices * size, -inf);
+  std::unique_ptr<acc_t[]> state(new acc_t[slices.num_slices * size]);
   slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
-    acc_t* mt = max.data() + t * size;
+    acc_t* st = state.get() + t * size;
+    for (int64_t i = 0; i < size; i += row) {
+      std::fill(st + i, st + i + n_w, -inf);
+      std::fill(st + i + n_w, st + i + row, acc_t(0));
+    }
     for (int64_t e = lo; e < hi; ++e) {
+      if (e + kTile < hi) prefetch(st + index[e + kTile] * row);
       const scalar_t* __restrict xr = xs + e * n_w;
-      acc_t* __restrict mr = mt + index[e] * n_w;
+      acc_t* __restrict mr = st + index[e] * row;
       for (int64_t h = 0; h < n_w; ++h) {
         const acc_t v = static_cast<acc_t>(xr[h]);
         mr[h] = (v > mr[h] || v != v) ? v : mr[h];  // NaN propagates.
       }
     }
   });
-  merge_slices(max, slices, n_w, [](acc_t a, acc_t b) {
-    return (b > a || b != b) ? b : a;
+  auto for_segments = [&](auto f) {
+    at::parallel_for(0, slices.num_segments, 2048, [&](int64_t s0,
+                                                        int64_t s1) {
+      for (int64_t i = s0 * row; i < s1 * row; i += row) f(i);
+    });
+  };
+  for_segments([&](int64_t i) {  // Merge the maxima, copy them back.
+    acc_t* first = state.get() + i;
+    for (int64_t t = 1; t < slices.num_slices; ++t) {
+      const acc_t* other = state.get() + t * size + i;
+      for (int64_t h = 0; h < n_w; ++h)
+        first[h] = (other[h] > first[h] || other[h] != other[h]) ? other[h]
+                                                                 : first[h];
+    }
+    for (int64_t t = 1; t < slices.num_slices; ++t)
+      std::copy(first, first + n_w, state.get() + t * size + i);
   });
-  std::vector<acc_t> sum(slices.num_slices * size, acc_t(0));
   slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
-    acc_t* st = sum.data() + t * size;
+    acc_t* st = state.get() + t * size;
     for (int64_t e = lo; e < hi; ++e) {
+      if (e + kTile < hi) prefetch(st + index[e + kTile] * row);
       const scalar_t* __restrict xr = xs + e * n_w;
-      const acc_t* __restrict mr = max.data() + index[e] * n_w;
-      acc_t* __restrict sr = st + index[e] * n_w;
+      acc_t* __restrict mr = st + index[e] * row;
+      acc_t* __restrict sr = mr + n_w;
       for (int64_t h = 0; h < n_w; ++h)
         sr[h] += exp_approx(static_cast<acc_t>(xr[h]) - mr[h]);
     }
   });
-  merge_slices(sum, slices, n_w, [](acc_t a, acc_t b) { return a + b; });
+  for_segments([&](int64_t i) {  // Sum the slices' sums, in slice order.
+    acc_t* first = state.get() + i + n_w;
+    for (int64_t t = 1; t < slices.num_slices; ++t) {
+      const acc_t* other = state.get() + t * size + i + n_w;
+      for (int64_t h = 0; h < n_w; ++h) first[h] += other[h];
+    }
+  });
   slices.parallel([&](int64_t, int64_t lo, int64_t hi) {
     for (int64_t e = lo; e < hi; ++e) {
+      if (e + kTile < hi) prefetch(state.get() + index[e + kTile] * row);
       const scalar_t* __restrict xr = xs + e * n_w;
       scalar_t* __restrict yr = ys + e * n_w;
-      const acc_t* __restrict mr = max.data() + index[e] * n_w;
-      const acc_t* __restrict sr = sum.data() + index[e] * n_w;
+      const acc_t* __restrict mr = state.get() + index[e] * row;
+      const acc_t* __restrict sr = mr + n_w;
       for (int64_t h = 0; h < n_w; ++h) {
         yr[h] = static_cast<scalar_t>(
             exp_approx(static_cast<acc_t>(xr[h]) - mr[h]) /
@@ -482,6 +512,7 @@ void softmax_backward_by_index(const scalar_t* ys, const scalar_t* gs,
   slices.parallel([&](int64_t t, int64_t lo, int64_t hi) {
     acc_t* dt = dot.data() + t * size;
     for (int64_t e = lo; e < hi; ++e) {
+      if (e + kTile < hi) prefetch(dt + index[e + kTile] * n_w);
       const scalar_t* __restrict yr = ys + e * n_w;
       const scalar_t* __restrict gr = gs + e * n_w;
       acc_t* __restrict dr = dt + index[e] * n_w;
@@ -492,6 +523,7 @@ void softmax_backward_by_index(const scalar_t* ys, const scalar_t* gs,
   merge_slices(dot, slices, n_w, [](acc_t a, acc_t b) { return a + b; });
   slices.parallel([&](int64_t, int64_t lo, int64_t hi) {
     for (int64_t e = lo; e < hi; ++e) {
+      if (e + kTile < hi) prefetch(dot.data() + index[e + kTile] * n_w);
       const scalar_t* __restrict yr = ys + e * n_w;
       const scalar_t* __restrict gr = gs + e * n_w;
       scalar_t* __restrict out = dx + e * n_w;

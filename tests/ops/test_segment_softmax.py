@@ -57,14 +57,20 @@ def test_matches_pyg_softmax(kind, shape, dtype, backend, device):
 
 
 def test_long_segment(backend, device):
-    # A segment longer than 100k entries: split over chunks (C++) and looped
-    # over in blocks (Triton). Kept smaller under the Triton interpreter.
-    n = 20_000 if backend == 'triton' and device.type == 'cpu' else 150_000
+    # A segment of more than 100k entries: C++ streams it over thread slices
+    # (by `index`) or splits it over chunks merged in order (by `ptr` and
+    # `perm`); Triton loops over it in blocks within one program.
+    n = 130_000
     index = _segments('one_huge', n, 50).to(device)
-    assert (index == 0).sum() > (n * 3) // 4
+    assert (index == 0).sum() > 100_000
     src = 3 * torch.randn(n, 2, dtype=torch.float64, device=device)
-    torch.testing.assert_close(segment_softmax(src, index),
-                               pyg_softmax(src, index), **TOL[torch.float64])
+    expected = pyg_softmax(src, index)
+    torch.testing.assert_close(segment_softmax(src, index), expected,
+                               **TOL[torch.float64])
+    ptr, perm = _csr(index, 50)
+    torch.testing.assert_close(
+        torch.ops.pyg_gat_ext.segment_softmax(src, None, ptr, perm, 50, 0),
+        expected, **TOL[torch.float64])
 
 
 @pytest.mark.parametrize('dim', [1, -1])
