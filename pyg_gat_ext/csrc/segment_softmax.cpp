@@ -8,9 +8,9 @@
 // parallel pieces whose partial states are merged in chunk order: balanced
 // and deterministic for a given thread count.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -71,8 +71,8 @@ void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
                         Reduce reduce, Merge merge, Write write) {
   if (num_entries == 0) return;
   const int64_t max_chunks = 4 * at::get_num_threads();
-  const int64_t num_chunks = std::max<int64_t>(
-      1, std::min(max_chunks, num_entries / kMinChunk));
+  const int64_t num_chunks =
+      std::max<int64_t>(1, std::min(max_chunks, num_entries / kMinChunk));
   auto chunk_begin = [&](int64_t c) { return c * num_entries / num_chunks; };
 
   // Slot 0: a segment that starts before the chunk; slot 1: one that ends
@@ -89,7 +89,7 @@ void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
       for (; s < num_segments && ptr[s] < b; ++s) {
         const int64_t lo = std::max(ptr[s], a), hi = std::min(ptr[s + 1], b);
         if (lo >= hi) continue;  // Empty segment.
-        const bool starts_before = ptr[s] < a, ends_after = ptr[s + 1] > b;
+        const bool starts_before = ptr[s]<a, ends_after = ptr[s + 1]> b;
         acc_t* st = state.data();
         if (starts_before || ends_after) {
           const int64_t slot = 2 * c + (starts_before ? 0 : 1);
@@ -108,8 +108,8 @@ void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
   int64_t current = -1;
   for (auto& partial : partials) {
     if (partial.segment < 0) continue;
-    const acc_t* st = partial_states.data() + (&partial - partials.data()) *
-                                                  state_size;
+    const acc_t* st =
+        partial_states.data() + (&partial - partials.data()) * state_size;
     if (partial.segment != current) {
       current = partial.segment;
       finals.insert(finals.end(), st, st + state_size);
@@ -125,8 +125,8 @@ void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
       for (int64_t slot = 2 * c; slot < 2 * c + 2; ++slot) {
         const Partial& partial = partials[slot];
         if (partial.segment < 0) continue;
-        write(finals.data() + partial.final_state * state_size,
-              partial.begin, partial.end);
+        write(finals.data() + partial.final_state * state_size, partial.begin,
+              partial.end);
       }
     }
   });
@@ -142,8 +142,8 @@ const int64_t* checked_ptr(const at::Tensor& ptr, int64_t num_entries) {
   const int64_t num_segments = ptr.numel() - 1;
   TORCH_CHECK(p[0] == 0 && p[num_segments] == num_entries,
               "segment_softmax: 'ptr' must start at 0 and end at the number "
-              "of entries (", num_entries, "), got ", p[0], " and ",
-              p[num_segments]);
+              "of entries (",
+              num_entries, "), got ", p[0], " and ", p[num_segments]);
   for (int64_t s = 0; s < num_segments; ++s) {
     TORCH_CHECK(p[s] <= p[s + 1],
                 "segment_softmax: 'ptr' must be non-decreasing (ptr[", s,
@@ -194,12 +194,23 @@ class Scratch {
 template <typename F>
 void dispatch_width(int64_t width, F&& f) {
   switch (width) {
-    case 1: f(std::integral_constant<int64_t, 1>{}); break;
-    case 2: f(std::integral_constant<int64_t, 2>{}); break;
-    case 4: f(std::integral_constant<int64_t, 4>{}); break;
-    case 8: f(std::integral_constant<int64_t, 8>{}); break;
-    case 16: f(std::integral_constant<int64_t, 16>{}); break;
-    default: f(std::integral_constant<int64_t, 0>{});
+    case 1:
+      f(std::integral_constant<int64_t, 1>{});
+      break;
+    case 2:
+      f(std::integral_constant<int64_t, 2>{});
+      break;
+    case 4:
+      f(std::integral_constant<int64_t, 4>{});
+      break;
+    case 8:
+      f(std::integral_constant<int64_t, 8>{});
+      break;
+    case 16:
+      f(std::integral_constant<int64_t, 16>{});
+      break;
+    default:
+      f(std::integral_constant<int64_t, 0>{});
   }
 }
 
@@ -318,22 +329,30 @@ struct SoftmaxBackward {
 
   void init(acc_t* st) const { std::fill(st, st + w(), acc_t(0)); }
 
-  void reduce(acc_t* st, int64_t lo, int64_t hi) const {
-    const int64_t n_w = w();
-    Scratch<acc_t, W> local(n_w);
-    acc_t* __restrict dot = local.data();
-    std::copy(st, st + n_w, dot);
+  // Calls f(row offset) for sorted positions lo ... hi - 1, prefetching the
+  // rows of `out` and `grad_out` a tile ahead.
+  template <typename F>
+  void for_rows(int64_t lo, int64_t hi, F&& f) const {
     for (int64_t pos = lo; pos < hi; ++pos) {
       if (pos + kTile < hi) {
         prefetch(gs + row(pos + kTile));
         prefetch(ys + row(pos + kTile));
       }
-      const int64_t r = row(pos);
+      f(row(pos));
+    }
+  }
+
+  void reduce(acc_t* st, int64_t lo, int64_t hi) const {
+    const int64_t n_w = w();
+    Scratch<acc_t, W> local(n_w);
+    acc_t* __restrict dot = local.data();
+    std::copy(st, st + n_w, dot);
+    for_rows(lo, hi, [&](int64_t r) {
       const scalar_t* __restrict yr = ys + r;
       const scalar_t* __restrict gr = gs + r;
       for (int64_t h = 0; h < n_w; ++h)
         dot[h] += static_cast<acc_t>(gr[h]) * static_cast<acc_t>(yr[h]);
-    }
+    });
     std::copy(dot, dot + n_w, st);
   }
 
@@ -346,21 +365,16 @@ struct SoftmaxBackward {
     Scratch<acc_t, W> local(n_w);
     std::copy(st, st + n_w, local.data());
     const acc_t* __restrict dot = local.data();
-    for (int64_t pos = lo; pos < hi; ++pos) {
-      if (pos + kTile < hi) {
-        prefetch(gs + row(pos + kTile));
-        prefetch(ys + row(pos + kTile));
-      }
-      const int64_t r = row(pos);
+    for_rows(lo, hi, [&](int64_t r) {
       const scalar_t* __restrict yr = ys + r;
       const scalar_t* __restrict gr = gs + r;
       scalar_t* __restrict out = dx + r;
       for (int64_t h = 0; h < n_w; ++h) {
         const acc_t y = static_cast<acc_t>(yr[h]);
-        out[h] = static_cast<scalar_t>(y * (static_cast<acc_t>(gr[h]) -
-                                            dot[h]));
+        out[h] =
+            static_cast<scalar_t>(y * (static_cast<acc_t>(gr[h]) - dot[h]));
       }
-    }
+    });
   }
 };
 
@@ -400,8 +414,8 @@ inline IndexSlices index_slices(const int64_t* index, int64_t num_entries,
     }
   });
   for (int64_t e : bad) {
-    TORCH_CHECK_INDEX(e < 0, "segment_softmax: index[", e, "] = ",
-                      e < 0 ? 0 : index[e], " is out of range for ",
+    TORCH_CHECK_INDEX(e < 0, "segment_softmax: index[", e,
+                      "] = ", e < 0 ? 0 : index[e], " is out of range for ",
                       num_segments, " segments");
   }
   return slices;
@@ -451,10 +465,10 @@ void softmax_by_index(const scalar_t* xs, scalar_t* ys, const int64_t* index,
     }
   });
   auto for_segments = [&](auto f) {
-    at::parallel_for(0, slices.num_segments, 2048, [&](int64_t s0,
-                                                        int64_t s1) {
-      for (int64_t i = s0 * row; i < s1 * row; i += row) f(i);
-    });
+    at::parallel_for(0, slices.num_segments, 2048,
+                     [&](int64_t s0, int64_t s1) {
+                       for (int64_t i = s0 * row; i < s1 * row; i += row) f(i);
+                     });
   };
   for_segments([&](int64_t i) {  // Merge the maxima, copy them back.
     acc_t* first = state.get() + i;
@@ -530,8 +544,8 @@ void softmax_backward_by_index(const scalar_t* ys, const scalar_t* gs,
       const acc_t* __restrict dr = dot.data() + index[e] * n_w;
       for (int64_t h = 0; h < n_w; ++h) {
         const acc_t y = static_cast<acc_t>(yr[h]);
-        out[h] = static_cast<scalar_t>(y * (static_cast<acc_t>(gr[h]) -
-                                            dr[h]));
+        out[h] =
+            static_cast<scalar_t>(y * (static_cast<acc_t>(gr[h]) - dr[h]));
       }
     }
   });
@@ -543,67 +557,6 @@ const int64_t* checked_index(const at::Tensor& index, int64_t num_entries) {
               "segment_softmax: expected 'index' to be a contiguous 1-D int64 "
               "tensor with one entry per input row");
   return index.data_ptr<int64_t>();
-}
-
-at::Tensor segment_softmax_index_cpu(const at::Tensor& src,
-                                     const at::Tensor& index,
-                                     int64_t num_segments, int64_t dim) {
-  TORCH_CHECK(src.device().is_cpu() && index.device().is_cpu(),
-              "segment_softmax: expected CPU tensors");
-  TORCH_CHECK(dim >= 0 && dim < src.dim(), "segment_softmax: invalid dim");
-  const auto x = src.contiguous();
-  auto out = at::empty_like(x);
-  auto [outer, num_entries, width] = shape3(x, dim);
-  const int64_t* ix = checked_index(index, num_entries);
-  if (width == 0 || num_entries == 0) return out;
-  const auto slices = index_slices(ix, num_entries, num_segments);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
-        dispatch_width(width, [&](auto w) {
-          for (int64_t o = 0; o < outer; ++o) {
-            const int64_t offset = o * num_entries * width;
-            softmax_by_index<scalar_t, decltype(w)::value>(
-                x.data_ptr<scalar_t>() + offset,
-                out.data_ptr<scalar_t>() + offset, ix, slices, width);
-          }
-        });
-      });
-  return out;
-}
-
-at::Tensor segment_softmax_backward_index_cpu(const at::Tensor& out,
-                                              const at::Tensor& grad_out,
-                                              const at::Tensor& index,
-                                              int64_t num_segments,
-                                              int64_t dim) {
-  TORCH_CHECK(out.device().is_cpu() && grad_out.device().is_cpu() &&
-                  index.device().is_cpu(),
-              "segment_softmax_backward: expected CPU tensors");
-  TORCH_CHECK(out.sizes() == grad_out.sizes(),
-              "segment_softmax_backward: 'out' and 'grad_out' differ in shape");
-  TORCH_CHECK(dim >= 0 && dim < out.dim(),
-              "segment_softmax_backward: invalid dim");
-  const auto y = out.contiguous();
-  const auto g = grad_out.to(out.scalar_type()).contiguous();
-  auto grad_src = at::empty_like(y);
-  auto [outer, num_entries, width] = shape3(y, dim);
-  const int64_t* ix = checked_index(index, num_entries);
-  if (width == 0 || num_entries == 0) return grad_src;
-  const auto slices = index_slices(ix, num_entries, num_segments);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, y.scalar_type(), "segment_softmax_backward",
-      [&] {
-        dispatch_width(width, [&](auto w) {
-          for (int64_t o = 0; o < outer; ++o) {
-            const int64_t offset = o * num_entries * width;
-            softmax_backward_by_index<scalar_t, decltype(w)::value>(
-                y.data_ptr<scalar_t>() + offset,
-                g.data_ptr<scalar_t>() + offset,
-                grad_src.data_ptr<scalar_t>() + offset, ix, slices, width);
-          }
-        });
-      });
-  return grad_src;
 }
 
 template <typename Kernel>
@@ -618,31 +571,67 @@ void run_segments(const Kernel& k, const int64_t* ptr, int64_t num_segments,
       [&](const acc_t* st, int64_t lo, int64_t hi) { k.write(st, lo, hi); });
 }
 
+// Checked, contiguous input of a forward op and its [outer, entries, width]
+// shape, with the segments along `dim`.
+struct Input {
+  at::Tensor t;
+  int64_t outer, num_entries, width;
+};
+
+Input forward_input(const at::Tensor& src, int64_t dim) {
+  TORCH_CHECK(src.device().is_cpu(), "segment_softmax: expected CPU tensors");
+  TORCH_CHECK(dim >= 0 && dim < src.dim(), "segment_softmax: invalid dim");
+  auto x = src.contiguous();
+  auto [outer, num_entries, width] = shape3(x, dim);
+  return {x, outer, num_entries, width};
+}
+
+// The same for a backward op, returning `out` and `grad_out` as one dtype.
+std::pair<Input, at::Tensor> backward_input(const at::Tensor& out,
+                                            const at::Tensor& grad_out,
+                                            int64_t dim) {
+  TORCH_CHECK(out.device().is_cpu() && grad_out.device().is_cpu(),
+              "segment_softmax_backward: expected CPU tensors");
+  TORCH_CHECK(
+      out.sizes() == grad_out.sizes(),
+      "segment_softmax_backward: 'out' and 'grad_out' differ in shape");
+  TORCH_CHECK(dim >= 0 && dim < out.dim(),
+              "segment_softmax_backward: invalid dim");
+  auto y = out.contiguous();
+  auto [outer, num_entries, width] = shape3(y, dim);
+  return {{y, outer, num_entries, width},
+          grad_out.to(out.scalar_type()).contiguous()};
+}
+
+// Calls f(scalar_t{}, width tag, offset) for each of the `outer` slices of
+// `in`, dispatched on its dtype and width.
+template <typename F>
+void for_each_slice(const Input& in, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.t.scalar_type(),
+                                  "pyg_gat_ext_segment", [&] {
+                                    dispatch_width(in.width, [&](auto w) {
+                                      for (int64_t o = 0; o < in.outer; ++o)
+                                        f(scalar_t{}, w,
+                                          o * in.num_entries * in.width);
+                                    });
+                                  });
+}
+
 at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
                                const std::optional<at::Tensor>& perm,
                                int64_t dim) {
-  TORCH_CHECK(src.device().is_cpu(), "segment_softmax: expected CPU tensors");
-  TORCH_CHECK(dim >= 0 && dim < src.dim(), "segment_softmax: invalid dim");
-  const auto x = src.contiguous();
-  auto out = at::empty_like(x);
-  auto [outer, num_entries, width] = shape3(x, dim);
-  const int64_t* p = checked_ptr(ptr, num_entries);
-  const int64_t* q = checked_perm(perm, num_entries);
-  const int64_t num_segments = ptr.numel() - 1;
-  if (width == 0) return out;
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "segment_softmax", [&] {
-        dispatch_width(width, [&](auto w) {
-          for (int64_t o = 0; o < outer; ++o) {
-            const int64_t offset = o * num_entries * width;
-            SoftmaxForward<scalar_t, decltype(w)::value> k{
-                x.data_ptr<scalar_t>() + offset,
-                out.data_ptr<scalar_t>() + offset, q, width};
-            run_segments(k, p, num_segments, num_entries, 3 * width);
-          }
-        });
-      });
+  const Input in = forward_input(src, dim);
+  auto out = at::empty_like(in.t);
+  const int64_t* p = checked_ptr(ptr, in.num_entries);
+  const int64_t* q = checked_perm(perm, in.num_entries);
+  if (in.width == 0) return out;
+  for_each_slice(in, [&](auto s, auto w, int64_t off) {
+    using scalar_t = decltype(s);
+    SoftmaxForward<scalar_t, decltype(w)::value> k{
+        in.t.data_ptr<scalar_t>() + off, out.data_ptr<scalar_t>() + off, q,
+        in.width};
+    run_segments(k, p, ptr.numel() - 1, in.num_entries, 3 * in.width);
+  });
   return out;
 }
 
@@ -651,35 +640,54 @@ at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
                                         const at::Tensor& ptr,
                                         const std::optional<at::Tensor>& perm,
                                         int64_t dim) {
-  TORCH_CHECK(out.device().is_cpu() && grad_out.device().is_cpu(),
-              "segment_softmax_backward: expected CPU tensors");
-  TORCH_CHECK(out.sizes() == grad_out.sizes(),
-              "segment_softmax_backward: 'out' and 'grad_out' differ in shape");
-  TORCH_CHECK(dim >= 0 && dim < out.dim(),
-              "segment_softmax_backward: invalid dim");
-  const auto y = out.contiguous();
-  const auto g = grad_out.to(out.scalar_type()).contiguous();
-  auto grad_src = at::empty_like(y);
-  auto [outer, num_entries, width] = shape3(y, dim);
-  const int64_t* p = checked_ptr(ptr, num_entries);
-  const int64_t* q = checked_perm(perm, num_entries);
-  const int64_t num_segments = ptr.numel() - 1;
-  if (width == 0) return grad_src;
+  const auto [in, g] = backward_input(out, grad_out, dim);
+  auto grad_src = at::empty_like(in.t);
+  const int64_t* p = checked_ptr(ptr, in.num_entries);
+  const int64_t* q = checked_perm(perm, in.num_entries);
+  if (in.width == 0) return grad_src;
+  for_each_slice(in, [&](auto s, auto w, int64_t off) {
+    using scalar_t = decltype(s);
+    SoftmaxBackward<scalar_t, decltype(w)::value> k{
+        in.t.data_ptr<scalar_t>() + off, g.data_ptr<scalar_t>() + off,
+        grad_src.data_ptr<scalar_t>() + off, q, in.width};
+    run_segments(k, p, ptr.numel() - 1, in.num_entries, in.width);
+  });
+  return grad_src;
+}
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, y.scalar_type(), "segment_softmax_backward",
-      [&] {
-        dispatch_width(width, [&](auto w) {
-          for (int64_t o = 0; o < outer; ++o) {
-            const int64_t offset = o * num_entries * width;
-            SoftmaxBackward<scalar_t, decltype(w)::value> k{
-                y.data_ptr<scalar_t>() + offset,
-                g.data_ptr<scalar_t>() + offset,
-                grad_src.data_ptr<scalar_t>() + offset, q, width};
-            run_segments(k, p, num_segments, num_entries, width);
-          }
-        });
-      });
+at::Tensor segment_softmax_index_cpu(const at::Tensor& src,
+                                     const at::Tensor& index,
+                                     int64_t num_segments, int64_t dim) {
+  const Input in = forward_input(src, dim);
+  auto out = at::empty_like(in.t);
+  const int64_t* ix = checked_index(index, in.num_entries);
+  if (in.width == 0 || in.num_entries == 0) return out;
+  const auto slices = index_slices(ix, in.num_entries, num_segments);
+  for_each_slice(in, [&](auto s, auto w, int64_t off) {
+    using scalar_t = decltype(s);
+    softmax_by_index<scalar_t, decltype(w)::value>(
+        in.t.data_ptr<scalar_t>() + off, out.data_ptr<scalar_t>() + off, ix,
+        slices, in.width);
+  });
+  return out;
+}
+
+at::Tensor segment_softmax_backward_index_cpu(const at::Tensor& out,
+                                              const at::Tensor& grad_out,
+                                              const at::Tensor& index,
+                                              int64_t num_segments,
+                                              int64_t dim) {
+  const auto [in, g] = backward_input(out, grad_out, dim);
+  auto grad_src = at::empty_like(in.t);
+  const int64_t* ix = checked_index(index, in.num_entries);
+  if (in.width == 0 || in.num_entries == 0) return grad_src;
+  const auto slices = index_slices(ix, in.num_entries, num_segments);
+  for_each_slice(in, [&](auto s, auto w, int64_t off) {
+    using scalar_t = decltype(s);
+    softmax_backward_by_index<scalar_t, decltype(w)::value>(
+        in.t.data_ptr<scalar_t>() + off, g.data_ptr<scalar_t>() + off,
+        grad_src.data_ptr<scalar_t>() + off, ix, slices, in.width);
+  });
   return grad_src;
 }
 
@@ -687,7 +695,7 @@ at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
 // perm[ptr[s]] .. perm[ptr[s + 1] - 1], in their original order. Threads
 // count and place contiguous slices of `index` with per-thread offsets.
 std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
-                                                    int64_t num_segments) {
+                                                   int64_t num_segments) {
   TORCH_CHECK(index.device().is_cpu() && index.dim() == 1,
               "segment_csr: expected a 1-D CPU index");
   TORCH_CHECK(num_segments >= 0, "segment_csr: negative num_segments");
@@ -719,9 +727,9 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
     }
   });
   for (int64_t t = 0; t < num_slices; ++t) {
-    TORCH_CHECK_INDEX(bad[t] < 0, "segment_csr: index[", bad[t], "] = ",
-                      bad[t] < 0 ? 0 : ix[bad[t]], " is out of range for ",
-                      num_segments, " segments");
+    TORCH_CHECK_INDEX(bad[t] < 0, "segment_csr: index[", bad[t],
+                      "] = ", bad[t] < 0 ? 0 : ix[bad[t]],
+                      " is out of range for ", num_segments, " segments");
   }
 
   // ptr from the column sums; per-slice write offsets from a scan.
@@ -751,15 +759,19 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
 }  // namespace
 
 TORCH_LIBRARY(pyg_gat_ext_cpu, m) {
-  m.def("segment_softmax(Tensor src, Tensor ptr, Tensor? perm, int dim) -> "
-        "Tensor");
-  m.def("segment_softmax_backward(Tensor out, Tensor grad_out, Tensor ptr, "
-        "Tensor? perm, int dim) -> Tensor");
+  m.def(
+      "segment_softmax(Tensor src, Tensor ptr, Tensor? perm, int dim) -> "
+      "Tensor");
+  m.def(
+      "segment_softmax_backward(Tensor out, Tensor grad_out, Tensor ptr, "
+      "Tensor? perm, int dim) -> Tensor");
   m.def("segment_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
-  m.def("segment_softmax_index(Tensor src, Tensor index, int num_segments, "
-        "int dim) -> Tensor");
-  m.def("segment_softmax_backward_index(Tensor out, Tensor grad_out, "
-        "Tensor index, int num_segments, int dim) -> Tensor");
+  m.def(
+      "segment_softmax_index(Tensor src, Tensor index, int num_segments, "
+      "int dim) -> Tensor");
+  m.def(
+      "segment_softmax_backward_index(Tensor out, Tensor grad_out, "
+      "Tensor index, int num_segments, int dim) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pyg_gat_ext_cpu, CPU, m) {

@@ -26,6 +26,26 @@ def _rows(perm_ptr, pos, mask, HAS_PERM: tl.constexpr):
 
 
 @triton.jit
+def _tile(perm_ptr, start, hi, base, cols, col_mask, width,
+          HAS_PERM: tl.constexpr, BLOCK_E: tl.constexpr):
+    # Offsets and mask of the [BLOCK_E, BLOCK_W] tile of sorted positions
+    # start ... start + BLOCK_E - 1 (below `hi`) and columns `cols`.
+    pos = start + tl.arange(0, BLOCK_E)
+    emask = pos < hi
+    rows = _rows(perm_ptr, pos, emask, HAS_PERM)
+    mask = emask[:, None] & col_mask[None, :]
+    return base + rows[:, None] * width + cols[None, :], mask
+
+
+@triton.jit
+def _program_columns(num_entries, width, BLOCK_W: tl.constexpr):
+    # The columns of program (i, o, j) and the int64 offset of outer slice o.
+    cols = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
+    base = tl.program_id(1).to(tl.int64) * num_entries * width
+    return cols, cols < width, base
+
+
+@triton.jit
 def _segment_bounds(ptr_ptr, seg, num_segments):
     # [lo, hi) of segment `seg`, empty past the last segment (the last row
     # block may be partial).
@@ -48,10 +68,7 @@ def _segment_softmax_fwd(
     over each segment's entries keeps the running maximum and the sum of
     exponentials relative to it (online softmax), a second writes
     exp(x - max) / (sum + 1e-16), NaN where PyG's softmax gives NaN."""
-    o = tl.program_id(1).to(tl.int64)
-    cols = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
-    col_mask = cols < width
-    base = o * num_entries * width
+    cols, col_mask, base = _program_columns(num_entries, width, BLOCK_W)
     for k in tl.static_range(ROWS):
         lo, hi = _segment_bounds(ptr_ptr, tl.program_id(0) * ROWS + k,
                                  num_segments)
@@ -59,11 +76,8 @@ def _segment_softmax_fwd(
         s = tl.zeros([BLOCK_W], ACC)
         bad = tl.zeros([BLOCK_W], tl.int32)
         for start in range(lo, hi, BLOCK_E):
-            pos = start + tl.arange(0, BLOCK_E)
-            emask = pos < hi
-            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
-            mask = emask[:, None] & col_mask[None, :]
-            offs = base + rows[:, None] * width + cols[None, :]
+            offs, mask = _tile(perm_ptr, start, hi, base, cols, col_mask,
+                               width, HAS_PERM, BLOCK_E)
             x = tl.load(src_ptr + offs, mask=mask,
                         other=float('-inf')).to(ACC)
             bad += tl.sum(((x != x) | (x == float('inf'))).to(tl.int32), 0)
@@ -78,11 +92,8 @@ def _segment_softmax_fwd(
         is_nan = (bad > 0) | (m == float('-inf'))
         denom = s + EPS
         for start in range(lo, hi, BLOCK_E):
-            pos = start + tl.arange(0, BLOCK_E)
-            emask = pos < hi
-            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
-            mask = emask[:, None] & col_mask[None, :]
-            offs = base + rows[:, None] * width + cols[None, :]
+            offs, mask = _tile(perm_ptr, start, hi, base, cols, col_mask,
+                               width, HAS_PERM, BLOCK_E)
             x = tl.load(src_ptr + offs, mask=mask, other=0.0).to(ACC)
             y = tl.exp(x - m[None, :]) / denom[None, :]
             y = tl.where(is_nan[None, :], float('nan'), y)
@@ -99,29 +110,20 @@ def _segment_softmax_bwd(
 ):
     r"""Grid as :func:`_segment_softmax_fwd`. Per segment, a first loop sums
     grad * out, a second writes out * (grad - sum)."""
-    o = tl.program_id(1).to(tl.int64)
-    cols = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
-    col_mask = cols < width
-    base = o * num_entries * width
+    cols, col_mask, base = _program_columns(num_entries, width, BLOCK_W)
     for k in tl.static_range(ROWS):
         lo, hi = _segment_bounds(ptr_ptr, tl.program_id(0) * ROWS + k,
                                  num_segments)
         dot = tl.zeros([BLOCK_W], ACC)
         for start in range(lo, hi, BLOCK_E):
-            pos = start + tl.arange(0, BLOCK_E)
-            emask = pos < hi
-            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
-            mask = emask[:, None] & col_mask[None, :]
-            offs = base + rows[:, None] * width + cols[None, :]
+            offs, mask = _tile(perm_ptr, start, hi, base, cols, col_mask,
+                               width, HAS_PERM, BLOCK_E)
             y = tl.load(out_ptr + offs, mask=mask, other=0.0).to(ACC)
             g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC)
             dot += tl.sum(y * g, 0)
         for start in range(lo, hi, BLOCK_E):
-            pos = start + tl.arange(0, BLOCK_E)
-            emask = pos < hi
-            rows = _rows(perm_ptr, pos, emask, HAS_PERM)
-            mask = emask[:, None] & col_mask[None, :]
-            offs = base + rows[:, None] * width + cols[None, :]
+            offs, mask = _tile(perm_ptr, start, hi, base, cols, col_mask,
+                               width, HAS_PERM, BLOCK_E)
             y = tl.load(out_ptr + offs, mask=mask, other=0.0).to(ACC)
             g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(ACC)
             dx = y * (g - dot[None, :])
@@ -129,51 +131,38 @@ def _segment_softmax_bwd(
                      dx.to(grad_src_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch_config(num_segments: int, outer: int, width: int,
-                   dtype: torch.dtype):
+def _launch(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
+            dim: int) -> Tensor:
+    # Runs `kernel` over `tensors` (contiguous, same shape; the result is
+    # written into a new tensor shaped like them) and returns the result.
+    first = tensors[0]
+    result = torch.empty_like(first)
+    outer = math.prod(first.shape[:dim])
+    num_entries, width = first.size(dim), math.prod(first.shape[dim + 1:])
+    num_segments = ptr.numel() - 1
+    if first.numel() == 0 or num_segments == 0:
+        return result
     block_w = min(triton.next_power_of_2(max(width, 1)), 64)
-    block_e = max(16, min(128, 2048 // block_w))
     rows = 4 if num_segments >= 4096 else 1
     grid = (triton.cdiv(num_segments, rows), outer,
             triton.cdiv(width, block_w))
-    acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return grid, dict(ROWS=rows, BLOCK_E=block_e, BLOCK_W=block_w, ACC=acc)
-
-
-def _shape3(t: Tensor, dim: int):
-    # [outer, num_entries, width] view with the segments along `dim`.
-    return (math.prod(t.shape[:dim]), t.size(dim),
-            math.prod(t.shape[dim + 1:]))
+    kernel[grid](
+        *tensors, result, ptr, perm if perm is not None else ptr,
+        num_segments, num_entries, width, HAS_PERM=perm is not None,
+        ROWS=rows, BLOCK_E=max(16, min(128, 2048 // block_w)),
+        BLOCK_W=block_w,
+        ACC=tl.float64 if first.dtype == torch.float64 else tl.float32)
+    return result
 
 
 def segment_softmax(src: Tensor, ptr: Tensor, perm: Optional[Tensor],
                     dim: int) -> Tensor:
     r"""Launches :func:`_segment_softmax_fwd` (see there for the grid)."""
-    src = src.contiguous()
-    out = torch.empty_like(src)
-    outer, num_entries, width = _shape3(src, dim)
-    num_segments = ptr.numel() - 1
-    if src.numel() == 0 or num_segments == 0:
-        return out
-    grid, meta = _launch_config(num_segments, outer, width, src.dtype)
-    _segment_softmax_fwd[grid](
-        src, out, ptr, perm if perm is not None else ptr, num_segments,
-        num_entries, width, HAS_PERM=perm is not None, **meta)
-    return out
+    return _launch(_segment_softmax_fwd, [src.contiguous()], ptr, perm, dim)
 
 
 def segment_softmax_backward(out: Tensor, grad_out: Tensor, ptr: Tensor,
                              perm: Optional[Tensor], dim: int) -> Tensor:
     r"""Launches :func:`_segment_softmax_bwd` (see there for the grid)."""
-    out = out.contiguous()
-    grad_out = grad_out.to(out.dtype).contiguous()
-    grad_src = torch.empty_like(out)
-    outer, num_entries, width = _shape3(out, dim)
-    num_segments = ptr.numel() - 1
-    if out.numel() == 0 or num_segments == 0:
-        return grad_src
-    grid, meta = _launch_config(num_segments, outer, width, out.dtype)
-    _segment_softmax_bwd[grid](
-        out, grad_out, grad_src, ptr, perm if perm is not None else ptr,
-        num_segments, num_entries, width, HAS_PERM=perm is not None, **meta)
-    return grad_src
+    tensors = [out.contiguous(), grad_out.to(out.dtype).contiguous()]
+    return _launch(_segment_softmax_bwd, tensors, ptr, perm, dim)
