@@ -5,6 +5,9 @@ from pyg_gat_ext.ops._library import (
     use_backend,
     use_reference,
 )
-from pyg_gat_ext.ops.softmax import segment_softmax
+from pyg_gat_ext.ops.softmax import segment_csr, segment_softmax
 
-__all__ = ['segment_softmax', 'kernel_backend', 'use_backend', 'use_reference']
+__all__ = [
+    'segment_softmax', 'segment_csr', 'kernel_backend', 'use_backend',
+    'use_reference'
+]

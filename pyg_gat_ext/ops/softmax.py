@@ -1,10 +1,9 @@
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch_geometric import is_compiling
 
-from pyg_gat_ext.ops import _reference
 from pyg_gat_ext.ops._library import kernel_backend
 
 
@@ -14,6 +13,7 @@ def segment_softmax(
     ptr: Optional[Tensor] = None,
     num_nodes: Optional[int] = None,
     dim: int = 0,
+    perm: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Computes a sparsely evaluated softmax, as
     :func:`torch_geometric.utils.softmax` does, through the
@@ -42,6 +42,11 @@ def segment_softmax(
             :obj:`max_val + 1` of :attr:`index`. (default: :obj:`None`)
         dim (int, optional): The dimension in which to normalize.
             (default: :obj:`0`)
+        perm (torch.Tensor, optional): With :attr:`ptr`, the permutation
+            that sorts unsorted entries: group :obj:`s` holds entries
+            :obj:`perm[ptr[s]:ptr[s + 1]]`. :func:`segment_csr` builds
+            :obj:`(ptr, perm)` from an :attr:`index`, so that a caller can
+            group a graph once and reuse it. (default: :obj:`None`)
 
     :rtype: :class:`torch.Tensor`
 
@@ -68,8 +73,14 @@ def segment_softmax(
         ptr = ptr.long()
         if not is_compiling():
             _check_ptr(ptr, num_entries)
-        if index is None:
-            index = _reference.ptr_to_index(ptr, None, num_entries)
+        if perm is not None:
+            if perm.dim() != 1 or perm.numel() != num_entries:
+                raise ValueError(f"segment_softmax: 'perm' must hold one "
+                                 f"entry per row of 'src' ({num_entries}), "
+                                 f"got shape {list(perm.shape)}")
+            perm = perm.long()
+    elif perm is not None:
+        raise ValueError("segment_softmax: 'perm' needs its 'ptr'")
     elif index is not None:
         if num_nodes is None:
             num_nodes = int(index.max()) + 1 if index.numel() > 0 else 0
@@ -78,21 +89,22 @@ def segment_softmax(
         raise ValueError("segment_softmax: requires 'index' or 'ptr' to be "
                          "specified")
 
-    if index.dim() != 1 or index.is_floating_point():
-        raise ValueError(f"segment_softmax: expected 'index' to be a 1-D "
-                         f"integer tensor (got shape {list(index.shape)} and "
-                         f"dtype {index.dtype})")
-    if index.numel() != num_entries:
-        raise ValueError(f"segment_softmax: 'index' has {index.numel()} "
-                         f"entries but 'src' has {num_entries} along "
-                         f"dimension {dim}")
-    index = index.long()
-    perm: Optional[Tensor] = None
-    if ptr is None and not torch.jit.is_scripting() and not is_compiling():
-        # The Triton kernels need a grouping: build it once here, so that
-        # the backward reuses it (the C++ kernels stream `index` itself).
-        if kernel_backend(src.device) == 'triton':
-            ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index, num_segments)
+    if index is not None:  # With `ptr` it is optional, and not derived here.
+        if index.dim() != 1 or index.is_floating_point():
+            raise ValueError(f"segment_softmax: expected 'index' to be a 1-D "
+                             f"integer tensor (got shape "
+                             f"{list(index.shape)} and dtype {index.dtype})")
+        if index.numel() != num_entries:
+            raise ValueError(f"segment_softmax: 'index' has {index.numel()} "
+                             f"entries but 'src' has {num_entries} along "
+                             f"dimension {dim}")
+        index = index.long()
+        if ptr is None and not torch.jit.is_scripting() and not is_compiling():
+            # The Triton kernels need a grouping: build it once here, so
+            # that the backward reuses it (the C++ kernels stream `index`).
+            if kernel_backend(src.device) == 'triton':
+                ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index,
+                                                              num_segments)
     return torch.ops.pyg_gat_ext.segment_softmax(src, index, ptr, perm,
                                                  num_segments, dim)
 
@@ -110,3 +122,28 @@ def _check_ptr(ptr: Tensor, num_entries: int) -> None:
                          f"decrease (got ptr[0]={bounds[0]}, "
                          f"ptr[-1]={bounds[1]}, {bounds[2]} decreasing "
                          f"steps)")
+
+
+def segment_csr(index: Tensor,
+                num_nodes: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    r"""Groups the entries of :obj:`index` by value: returns the CSR pointer
+    :obj:`ptr` and the stable permutation :obj:`perm` that sorts
+    :obj:`index`, so that group :obj:`s` holds entries
+    :obj:`perm[ptr[s]:ptr[s + 1]]`. Pass both to :func:`segment_softmax` to
+    reuse one grouping over many calls (a stable counting sort in C++ on
+    CPU).
+
+    Args:
+        index (torch.Tensor): The group of every entry.
+        num_nodes (int, optional): The number of groups, *i.e.*
+            :obj:`max_val + 1` of :attr:`index`. (default: :obj:`None`)
+
+    :rtype: (:class:`torch.Tensor`, :class:`torch.Tensor`)
+    """
+    if index.dim() != 1 or index.is_floating_point():
+        raise ValueError(f"segment_csr: expected 'index' to be a 1-D integer "
+                         f"tensor (got shape {list(index.shape)} and dtype "
+                         f"{index.dtype})")
+    if num_nodes is None:
+        num_nodes = int(index.max()) + 1 if index.numel() > 0 else 0
+    return torch.ops.pyg_gat_ext.segment_csr(index.long(), num_nodes)

@@ -8,6 +8,7 @@ from torch_geometric.utils import softmax as pyg_softmax
 from pyg_gat_ext.ops import (
     _reference,
     kernel_backend,
+    segment_csr,
     segment_softmax,
     use_backend,
 )
@@ -54,6 +55,10 @@ def test_matches_pyg_softmax(kind, shape, dtype, backend, device):
     ptr, perm = _csr(index, num_segments)
     torch.testing.assert_close(segment_softmax(src[perm], ptr=ptr),
                                expected[perm], **TOL[dtype])
+    # A grouping built once and reused, over the unsorted entries:
+    ptr, perm = segment_csr(index, num_segments)
+    torch.testing.assert_close(segment_softmax(src, ptr=ptr, perm=perm),
+                               expected, **TOL[dtype])
 
 
 def test_long_segment(backend, device):
@@ -221,6 +226,8 @@ def test_compile_fullgraph(device):
     (dict(index=torch.zeros(4, 1, dtype=torch.long)), "1-D integer"),
     (dict(ptr=torch.tensor([[0, 4]])), "'ptr' to be a non-empty 1-D"),
     (dict(dim=2), "out of range"),
+    (dict(ptr=torch.tensor([0, 2, 4]), perm=torch.tensor([0, 1])),
+     "'perm' must hold one entry per row"),
 ])
 def test_bad_input(kwargs, match):
     args = dict(src=torch.randn(4), index=torch.tensor([0, 0, 1, 1]))
