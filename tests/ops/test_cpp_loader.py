@@ -1,0 +1,50 @@
+r"""The lazy C++ loader: a failed build falls back to the reference with
+one warning, or raises under PYG_GAT_EXT_REQUIRE_KERNELS=1."""
+import pytest
+import torch
+import torch.utils.cpp_extension
+from torch_geometric.utils import softmax as pyg_softmax
+
+from pyg_gat_ext.ops import _cpp, kernel_backend, segment_softmax
+
+CPU = torch.device('cpu')
+
+
+@pytest.fixture
+def failing_build(monkeypatch):
+    r"""A fresh loader whose build fails as without a compiler."""
+    monkeypatch.setattr(_cpp, '_state', {
+        'tried': False,
+        'loaded': False,
+        'error': None
+    })
+
+    def load(**kwargs):
+        raise RuntimeError('c++: command not found')
+
+    monkeypatch.setattr(torch.utils.cpp_extension, 'load', load)
+    return monkeypatch
+
+
+def test_failed_build_falls_back_with_one_warning(failing_build):
+    failing_build.delenv('PYG_GAT_EXT_REQUIRE_KERNELS', raising=False)
+    src, index = torch.randn(10, 2), torch.randint(0, 3, (10, ))
+    with pytest.warns(RuntimeWarning, match='falling back to the pure-Py'
+                      'Torch reference.*c\\+\\+: command not found') as rec:
+        assert kernel_backend(CPU) == 'reference'
+        out = segment_softmax(src, index, num_nodes=3)
+        assert kernel_backend(CPU) == 'reference'
+    assert len(rec) == 1  # Warned once, the failure is remembered.
+    torch.testing.assert_close(out, pyg_softmax(src, index, num_nodes=3))
+
+
+def test_failed_build_is_an_error_when_kernels_are_required(failing_build):
+    failing_build.setenv('PYG_GAT_EXT_REQUIRE_KERNELS', '1')
+    with pytest.raises(RuntimeError, match='PYG_GAT_EXT_REQUIRE_KERNELS=1 '
+                       'forbids the fallback'):
+        kernel_backend(CPU)
+
+
+def test_cache_dir_is_keyed_by_torch_and_cpu():
+    path = _cpp.cache_dir()
+    assert torch.__version__.replace('+', '_') in path and '-cpu-' in path
