@@ -16,6 +16,7 @@ derives what it lacks.
 import contextlib
 import importlib.util
 import os
+import warnings
 from typing import Iterator, Optional, Tuple
 
 import torch
@@ -31,9 +32,10 @@ if _forced not in BACKENDS:
     raise ValueError(f'PYG_GAT_EXT_BACKEND must be one of {BACKENDS} (got '
                      f"'{_forced}')")
 
-#: Triton kernels are registered when `triton` is installed, and imported
-#: (and compiled) on their first launch. Under ``TRITON_INTERPRET=1`` they
-#: can also run on CPU tensors, which is how they are tested without a GPU.
+#: Triton kernels are registered for CUDA when `triton` is installed, and run
+#: once it imports (on first use; compiled on first launch). Under
+#: ``TRITON_INTERPRET=1`` they also run on CPU tensors, which is how they are
+#: tested without a GPU.
 HAS_TRITON = importlib.util.find_spec('triton') is not None
 
 
@@ -76,19 +78,34 @@ def kernel_backend(device: torch.device) -> str:
                                f'on {device} (CPU only, and it must build)')
         return 'reference'
     if _forced == 'triton':
-        if HAS_TRITON and (device.type == 'cuda' or _triton_interpret()):
+        if (HAS_TRITON and (device.type == 'cuda' or _triton_interpret())
+                and _triton() is not None):
             return 'triton'
         raise RuntimeError(f"pyg_gat_ext: the 'triton' backend cannot run "
-                           f'on {device} (needs triton, and CUDA or '
-                           f'TRITON_INTERPRET=1)')
-    if device.type == 'cuda' and HAS_TRITON:
+                           f'on {device} (needs triton to import, and CUDA '
+                           f'or TRITON_INTERPRET=1)')
+    if device.type == 'cuda' and HAS_TRITON and _triton() is not None:
         return 'triton'
     return 'reference'
 
 
+_triton_state = {'tried': False, 'module': None}
+
+
 def _triton():
-    from pyg_gat_ext.ops import triton as triton_ops
-    return triton_ops
+    # The Triton kernels module, imported on first use; None (with one
+    # warning) if triton is installed but does not import.
+    if not _triton_state['tried']:
+        _triton_state['tried'] = True
+        try:
+            from pyg_gat_ext.ops import triton as triton_ops
+            _triton_state['module'] = triton_ops
+        except Exception as e:
+            warnings.warn(
+                f'pyg_gat_ext: triton is installed but does not import, '
+                f'using the pure-PyTorch reference on CUDA. Cause: '
+                f'{type(e).__name__}: {e}', RuntimeWarning, stacklevel=3)
+    return _triton_state['module']
 
 
 # segment_csr ################################################################

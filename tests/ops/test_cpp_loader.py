@@ -48,3 +48,26 @@ def test_failed_build_is_an_error_when_kernels_are_required(failing_build):
 def test_cache_dir_is_keyed_by_torch_and_cpu():
     path = _cpp.cache_dir()
     assert torch.__version__.replace('+', '_') in path and '-cpu-' in path
+
+
+def test_triton_that_does_not_import_falls_back(monkeypatch):
+    import builtins
+
+    from pyg_gat_ext.ops import _library
+    monkeypatch.setattr(_library, '_triton_state', {
+        'tried': False,
+        'module': None
+    })
+    monkeypatch.setattr(_library, 'HAS_TRITON', True)
+    real_import = builtins.__import__
+
+    def broken_import(name, *args, **kwargs):
+        if name == 'pyg_gat_ext.ops.triton' or (name == 'pyg_gat_ext.ops'
+                                                 and 'triton' in str(args)):
+            raise ImportError('libcuda.so.1: cannot open shared object')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, '__import__', broken_import)
+    with pytest.warns(RuntimeWarning, match='does not import'):
+        assert kernel_backend(torch.device('cuda')) == 'reference'
+    assert kernel_backend(torch.device('cuda')) == 'reference'  # Remembered.
