@@ -19,7 +19,8 @@ extras_require = {
     'sparse': ['torch-scatter', 'torch-sparse'],
     # Triton is not listed: it is paired with each torch build. CI installs
     # one to run the Triton kernels under TRITON_INTERPRET=1 on CPU.
-    'test': ['pytest', 'hypothesis'],
+    # scipy: PyG's Planetoid loader unpickles scipy matrices (examples).
+    'test': ['pytest', 'hypothesis', 'scipy'],
     'docs': ['sphinx'],
 }
 
