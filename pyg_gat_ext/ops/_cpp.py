@@ -2,8 +2,9 @@ r"""Lazy loader of the C++ CPU kernels in ``pyg_gat_ext/csrc``.
 
 Nothing is compiled at install or import time: the first op call on a CPU
 tensor builds the kernels with :func:`torch.utils.cpp_extension.load` into a
-cache keyed by the torch and Python versions (``$PYG_GAT_EXT_CACHE``, else
-``~/.cache/pyg_gat_ext``), and later processes load the cached library. If
+cache keyed by the torch and Python versions, the CPU's instruction sets and
+the install location (``$PYG_GAT_EXT_CACHE``, else ``~/.cache/pyg_gat_ext``),
+and later processes load the cached library. If
 the build fails (e.g. no compiler), one warning is issued and the
 pure-PyTorch reference runs instead; with ``PYG_GAT_EXT_REQUIRE_KERNELS=1``
 the failure is an error, which is how CI proves the kernels ran.
@@ -42,8 +43,11 @@ def _cpu_tag() -> str:
 def cache_dir() -> str:
     root = os.environ.get('PYG_GAT_EXT_CACHE') or osp.join(
         osp.expanduser('~'), '.cache', 'pyg_gat_ext')
+    # The install location is part of the key too: ninja rebuilds when the
+    # source paths change, so two installs would otherwise rebuild in turn.
+    where = hashlib.sha1(CSRC.encode()).hexdigest()[:8]
     tag = (f'torch-{torch.__version__}-py{sys.version_info[0]}'
-           f'{sys.version_info[1]}-cpu-{_cpu_tag()}')
+           f'{sys.version_info[1]}-cpu-{_cpu_tag()}-src-{where}')
     return osp.join(root, tag.replace('+', '_'))
 
 
