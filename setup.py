@@ -21,7 +21,7 @@ extras_require = {
     # one to run the Triton kernels under TRITON_INTERPRET=1 on CPU.
     # scipy: PyG's Planetoid loader unpickles scipy matrices (examples).
     'test': ['pytest', 'hypothesis', 'scipy'],
-    'docs': ['sphinx'],
+    'docs': ['sphinx'],  # python -m sphinx -W -b html docs docs/_build/html
 }
 
 setup(
