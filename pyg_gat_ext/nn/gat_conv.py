@@ -465,13 +465,9 @@ class GATConv(MessagePassing):
         sparse_size = (adj_t.size(0), adj_t.size(1))
         layout = adj_t.layout
         edge_index, value = to_edge_index(adj_t)
-        mask = edge_index[0] != edge_index[1]
-        edge_index, value = edge_index[:, mask], value[mask]
-        loop_attr = self._loop_attr(value, edge_index[0], num_loops,
-                                    max(sparse_size))
-        loop_index = torch.arange(num_loops, device=edge_index.device)
-        edge_index = torch.cat([edge_index, loop_index.repeat(2, 1)], dim=1)
-        value = torch.cat([value, loop_attr], dim=0)
+        row, col, value = self._replace_self_loops(
+            edge_index[0], edge_index[1], value, num_loops, max(sparse_size))
+        edge_index = torch.stack([row, col], dim=0)
         if layout == torch.sparse_coo:
             return to_torch_coo_tensor(edge_index, value, sparse_size)
         return to_torch_csr_tensor(edge_index, value, sparse_size)
@@ -488,17 +484,25 @@ class GATConv(MessagePassing):
             raise ValueError("GATConv: 'edge_dim' is set but neither "
                              "'edge_attr' nor the 'SparseTensor' holds edge "
                              "features")
+        sparse_sizes = (adj_t.size(0), adj_t.size(1))
+        row, col, value = self._replace_self_loops(row, col, value,
+                                                   num_loops,
+                                                   max(sparse_sizes))
+        return SparseTensor(row=row, col=col, value=value,
+                            sparse_sizes=sparse_sizes)
+
+    def _replace_self_loops(self, row: Tensor, col: Tensor, value: Tensor,
+                            num_loops: int,
+                            dim_size: int) -> Tuple[Tensor, Tensor, Tensor]:
+        # The entries (row, col, value) of a transposed adjacency without its
+        # self-loops, then one loop per node 0 ... num_loops - 1 appended
+        # with `fill_value` features (rows are the target nodes).
         mask = row != col
         row, col, value = row[mask], col[mask], value[mask]
-        sparse_sizes = (adj_t.size(0), adj_t.size(1))
-        loop_attr = self._loop_attr(value, row, num_loops, max(sparse_sizes))
+        loop_attr = self._loop_attr(value, row, num_loops, dim_size)
         loop_index = torch.arange(num_loops, device=row.device)
-        return SparseTensor(
-            row=torch.cat([row, loop_index]),
-            col=torch.cat([col, loop_index]),
-            value=torch.cat([value, loop_attr], dim=0),
-            sparse_sizes=sparse_sizes,
-        )
+        return (torch.cat([row, loop_index]), torch.cat([col, loop_index]),
+                torch.cat([value, loop_attr], dim=0))
 
     # Input validation ########################################################
 

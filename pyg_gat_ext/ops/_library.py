@@ -197,37 +197,34 @@ def _cpu_by_index(index: Optional[Tensor], ptr: Optional[Tensor],
     return torch.get_num_threads() * num_segments <= num_entries
 
 
-def _softmax_kernel(src, index, ptr, perm, num_segments, dim):
-    backend = kernel_backend(src.device)
+def _run(name: str, tensors, index, ptr, perm, num_segments: int, dim: int):
+    # Runs op `name` ('segment_softmax' or 'segment_softmax_backward') on
+    # its tensor inputs with the implementation `kernel_backend` picks: each
+    # implementation has a function of that name (the C++ one by `index`
+    # with the suffix '_index').
+    backend = kernel_backend(tensors[0].device)
+    num_entries = tensors[0].size(dim)
     if backend == 'reference':
-        index = _index(index, ptr, perm, src.size(dim))
-        return _reference.segment_softmax(src, index, num_segments, dim)
+        index = _index(index, ptr, perm, num_entries)
+        return getattr(_reference, name)(*tensors, index, num_segments, dim)
     if backend == 'cpp' and _cpu_by_index(index, ptr, perm, num_segments,
-                                          src.size(dim)):
-        return torch.ops.pyg_gat_ext_cpu.segment_softmax_index(
-            src, index.contiguous(), num_segments, dim)
+                                          num_entries):
+        return getattr(torch.ops.pyg_gat_ext_cpu, name + '_index')(
+            *tensors, index.contiguous(), num_segments, dim)
     ptr, perm = _grouping(index, ptr, perm, num_segments)
-    if backend == 'cpp':
-        return torch.ops.pyg_gat_ext_cpu.segment_softmax(src, ptr, perm, dim)
-    return _triton().segment_softmax(src, ptr, perm, dim)
+    kernels = torch.ops.pyg_gat_ext_cpu if backend == 'cpp' else _triton()
+    return getattr(kernels, name)(*tensors, ptr, perm, dim)
+
+
+def _softmax_kernel(src, index, ptr, perm, num_segments, dim):
+    return _run('segment_softmax', [src], index, ptr, perm, num_segments,
+                dim)
 
 
 def _softmax_backward_kernel(out, grad_out, index, ptr, perm, num_segments,
                              dim):
-    backend = kernel_backend(out.device)
-    if backend == 'reference':
-        index = _index(index, ptr, perm, out.size(dim))
-        return _reference.segment_softmax_backward(out, grad_out, index,
-                                                   num_segments, dim)
-    if backend == 'cpp' and _cpu_by_index(index, ptr, perm, num_segments,
-                                          out.size(dim)):
-        return torch.ops.pyg_gat_ext_cpu.segment_softmax_backward_index(
-            out, grad_out, index.contiguous(), num_segments, dim)
-    ptr, perm = _grouping(index, ptr, perm, num_segments)
-    if backend == 'cpp':
-        return torch.ops.pyg_gat_ext_cpu.segment_softmax_backward(
-            out, grad_out, ptr, perm, dim)
-    return _triton().segment_softmax_backward(out, grad_out, ptr, perm, dim)
+    return _run('segment_softmax_backward', [out, grad_out], index, ptr,
+                perm, num_segments, dim)
 
 
 # The same Python kernel serves both devices: it picks the implementation.
