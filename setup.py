@@ -13,14 +13,21 @@ install_requires = [
     'torch-geometric>=2.8.0',
 ]
 
+viz_requires = ['matplotlib', 'networkx']
+
 extras_require = {
     # `SparseTensor` inputs; build from source with
     # `pip install --no-build-isolation torch-scatter torch-sparse`.
     'sparse': ['torch-scatter', 'torch-sparse'],
     # Triton is not listed: it is paired with each torch build. CI installs
     # one to run the Triton kernels under TRITON_INTERPRET=1 on CPU.
-    # scipy: PyG's Planetoid loader unpickles scipy matrices (examples).
-    'test': ['pytest', 'hypothesis', 'scipy'],
+    # pyg_gat_ext.visualize's plots and the example's --plot.
+    'viz': viz_requires,
+    # scipy: PyG's Planetoid loader unpickles scipy matrices (examples);
+    # nbclient, nbformat and ipykernel execute the example notebook; tqdm
+    # draws the example's progress bar.
+    'test': ['pytest', 'hypothesis', 'scipy', 'tqdm', 'nbclient', 'nbformat',
+             'ipykernel'] + viz_requires,
     'docs': ['sphinx'],  # python -m sphinx -W -b html docs docs/_build/html
 }
 

@@ -8,22 +8,35 @@ Runs offline from a folder holding ``<Name>/raw/`` Planetoid files::
     python examples/cora.py --root ../shared/data/Planetoid
 
 The raw files are copied to a temporary folder first, so nothing is ever
-written next to them.
+written next to them. ``--compare`` trains PyG's ``GATConv`` on the same
+seeds and prints one table (test accuracy, time per epoch, peak memory);
+``--plot DIR`` writes attention figures (:mod:`pyg_gat_ext.visualize`) of
+the trained model as PNG files.
 """
 import argparse
+import copy
 import os
 import os.path as osp
 import shutil
 import statistics
+import sys
 import tempfile
 import time
+from contextlib import nullcontext
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 
+from pyg_gat_ext.memory import peak_memory
+
 ENV_ROOT = 'PYG_GAT_EXT_DATA'
+IMPLS = {
+    'ext': 'pyg_gat_ext.GATConv',
+    'pyg': 'torch_geometric.nn.GATConv',
+}
 
 
 def load_dataset(name, root=None):
@@ -61,6 +74,16 @@ class GAT(torch.nn.Module):
         x = F.dropout(x, p=self.dropout, training=self.training)
         return self.conv2(x, edge_index)
 
+    @torch.no_grad()
+    def attention(self, x, edge_index):
+        r"""The attention weights of both layers in evaluation mode, as
+        :obj:`[(edge_index, alpha), (edge_index, alpha)]`."""
+        self.eval()
+        h, att1 = self.conv1(x, edge_index, return_attention_weights=True)
+        _, att2 = self.conv2(F.elu(h), edge_index,
+                             return_attention_weights=True)
+        return [att1, att2]
+
 
 def conv_class(impl):
     if impl == 'pyg':
@@ -70,30 +93,92 @@ def conv_class(impl):
     return GATConv
 
 
+class Result(NamedTuple):
+    acc: float  # Test accuracy at the epoch of the lowest validation loss.
+    ms_per_epoch: float  # Median time of a training step (forward+backward).
+    peak_mib: Optional[float]  # Peak memory of one epoch (train + eval).
+    epochs: int  # Epochs run before early stopping.
+    model: torch.nn.Module  # With the weights of the lowest validation loss.
+
+
+class _Counter:
+    # The fallback progress bar without tqdm: one line redrawn on stderr.
+    def __init__(self, total, desc, disable):
+        self.total, self.desc, self.n, self.postfix = total, desc, 0, ''
+        self.disable = disable
+
+    def update(self, n=1):
+        self.n += n
+        if not self.disable:
+            sys.stderr.write(f'\r{self.desc}: {self.n}/{self.total} '
+                             f'{self.postfix}')
+            sys.stderr.flush()
+
+    def set_postfix_str(self, postfix):
+        self.postfix = postfix
+
+    def write(self, msg):
+        if not self.disable:
+            sys.stderr.write('\r\033[K')  # Clear the bar's line.
+        print(msg)
+
+    def close(self):
+        if not self.disable:
+            sys.stderr.write('\r\033[K')
+            sys.stderr.flush()
+
+
+def progress_bar(total, desc, enabled=True):
+    r"""A progress bar over :obj:`total` epochs on stderr: tqdm's if it is
+    installed, else a plain counter. It is drawn only when stderr is a
+    terminal (tqdm's :obj:`disable=None`), so logs and tests get none."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Counter(total, desc, not (enabled and sys.stderr.isatty()))
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+                disable=None if enabled else True)
+
+
 def run(data, num_classes, impl='ext', seed=0, epochs=1000, patience=100,
-        device='cpu', verbose=False):
-    r"""Trains one model and returns its test accuracy at the epoch of the
-    lowest validation loss, and the mean time per training epoch."""
+        device='cpu', verbose=False, progress=True):
+    r"""Trains one model and returns a :class:`Result`: the test accuracy
+    at the epoch of the lowest validation loss (and the model with those
+    weights), the median time of a training step, and the peak memory of
+    the second epoch (its training step and evaluation; the first epoch
+    loads kernels and warms caches)."""
+    device = torch.device(device)
     torch.manual_seed(seed)
     model = GAT(conv_class(impl), data.num_features, 8, num_classes)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005,
                                  weight_decay=5e-4)
     best_val_loss, best_test_acc, bad_epochs = float('inf'), 0.0, 0
-    times = []
+    best_state = None
+    times, mem = [], None
+    bar = progress_bar(epochs, f'{impl} seed {seed}', progress)
     for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        optimizer.zero_grad()
-        out = model(data.x, data.edge_index)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-
-        model.eval()
-        with torch.no_grad():
+        # Measuring resets the allocator's state (on CPU it hands freed
+        # memory back to the OS), which slows the next steps: once only.
+        measure = epoch == min(2, epochs)
+        with peak_memory(device) if measure else nullcontext() as epoch_mem:
+            start = time.perf_counter()
+            model.train()
+            optimizer.zero_grad()
             out = model(data.x, data.edge_index)
+            loss = F.cross_entropy(out[data.train_mask],
+                                   data.y[data.train_mask])
+            loss.backward()
+            optimizer.step()
+            if device.type == 'cuda':
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+
+            model.eval()
+            with torch.no_grad():
+                out = model(data.x, data.edge_index)
+        if measure:
+            mem = epoch_mem.mib
         val_loss = F.cross_entropy(out[data.val_mask],
                                    data.y[data.val_mask]).item()
         pred = out.argmax(dim=-1)
@@ -101,48 +186,171 @@ def run(data, num_classes, impl='ext', seed=0, epochs=1000, patience=100,
         test_acc = test_acc.mean().item()
         if val_loss < best_val_loss:
             best_val_loss, best_test_acc, bad_epochs = val_loss, test_acc, 0
+            best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
+        bar.set_postfix_str(f'loss {loss.item():.3f} val {val_loss:.3f}')
+        bar.update()
         if verbose and epoch % 50 == 0:
-            print(f'  epoch {epoch:4d}  loss {loss.item():.4f}  '
-                  f'val loss {val_loss:.4f}  test acc {test_acc:.4f}')
+            bar.write(f'  epoch {epoch:4d}  loss {loss.item():.4f}  '
+                      f'val loss {val_loss:.4f}  test acc {test_acc:.4f}')
         if bad_epochs >= patience:
             break
-    return best_test_acc, 1000 * statistics.mean(times)
+    bar.close()
+    model.load_state_dict(best_state)
+    return Result(best_test_acc, 1000 * statistics.median(times), mem, epoch,
+                  model)
+
+
+def default_node(data):
+    r"""A node to draw with :obj:`--plot`: the first test node with 6 to 10
+    neighbours (else the first node with any)."""
+    degree = torch.bincount(data.edge_index[1], minlength=data.num_nodes)
+    for mask in (data.test_mask & (degree >= 6) & (degree <= 10),
+                 degree > 0):
+        if bool(mask.any()):
+            return int(mask.nonzero()[0])
+    raise ValueError('the graph has no edges')
+
+
+def plot(model, data, out_dir, node=None):
+    r"""Writes the attention figures of a trained :class:`GAT` as PNG
+    files into :obj:`out_dir` and returns their paths: the neighbourhood of
+    :obj:`node` with the first layer's heads, and the attention-entropy
+    histograms of both layers."""
+    from pyg_gat_ext import visualize
+
+    node = default_node(data) if node is None else node
+    os.makedirs(out_dir, exist_ok=True)
+    (ei1, alpha1), (ei2, alpha2) = model.attention(data.x, data.edge_index)
+    n, y = data.num_nodes, data.y.cpu()
+    figures = {
+        f'attention_node{node}.png': visualize.plot_neighbourhood(
+            node, ei1.cpu(), alpha1.cpu(), num_nodes=n, y=y),
+        'entropy_conv1.png': visualize.plot_entropy_histograms(
+            ei1.cpu(), alpha1.cpu(), num_nodes=n),
+        'entropy_conv2.png': visualize.plot_entropy_histograms(
+            ei2.cpu(), alpha2.cpu(), num_nodes=n),
+    }
+    figures['entropy_conv1.png'].suptitle('layer 1: attention entropy per '
+                                          'node')
+    figures['entropy_conv2.png'].suptitle('layer 2')
+    paths = []
+    for name, fig in figures.items():
+        paths.append(osp.join(out_dir, name))
+        fig.savefig(paths[-1], dpi=90)
+    return paths
+
+
+def _mean_std(values):
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), std
+
+
+def summary_table(results):
+    r"""One table row per implementation: test accuracy (mean ± std over
+    seeds), time per epoch (median over seeds) and peak memory (maximum
+    over seeds)."""
+    header = (f'{"impl":<5} {"GATConv":<27} {"test accuracy":>15} '
+              f'{"ms/epoch":>9} {"peak MiB":>9}')
+    lines = [header, '-' * len(header)]
+    for impl, runs in results.items():
+        mean, std = _mean_std([r.acc for r in runs])
+        ms = statistics.median(r.ms_per_epoch for r in runs)
+        mems = [r.peak_mib for r in runs if r.peak_mib is not None]
+        mem = f'{max(mems):.1f}' if mems else 'n/a'
+        acc = f'{100 * mean:.2f} ± {100 * std:.2f} %'
+        lines.append(f'{impl:<5} {IMPLS[impl]:<27} {acc:>15} {ms:>9.1f} '
+                     f'{mem:>9}')
+    return '\n'.join(lines)
 
 
 def main(argv=None):
+    r"""Runs the example; returns the test accuracy of each seed, or with
+    :obj:`--compare` a dictionary mapping :obj:`'ext'` and :obj:`'pyg'` to
+    the :class:`Result` of each seed."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--dataset', default='Cora',
                         choices=['Cora', 'CiteSeer'])
     parser.add_argument('--root', default=None,
                         help='folder holding <dataset>/raw/ Planetoid files '
                         f'(default: ${ENV_ROOT}, else PyG\'s download folder)')
-    parser.add_argument('--impl', default='ext', choices=['ext', 'pyg'],
-                        help="'ext': pyg_gat_ext.GATConv, 'pyg': "
-                        'torch_geometric.nn.GATConv')
+    parser.add_argument('--impl', default='ext', choices=list(IMPLS),
+                        help=', '.join(f"'{k}': {v}" for k, v in
+                                       IMPLS.items()))
+    parser.add_argument('--compare', action='store_true',
+                        help='train both implementations on the same seeds '
+                        'and print one table (overrides --impl)')
     parser.add_argument('--seeds', type=int, default=1)
     parser.add_argument('--epochs', type=int, default=1000)
     parser.add_argument('--patience', type=int, default=100)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--plot', metavar='DIR', default=None,
+                        help='write attention figures (PNG) of the trained '
+                        'model (the first seed) into DIR')
+    parser.add_argument('--node', type=int, default=None,
+                        help='the node whose neighbourhood --plot draws '
+                        '(default: the first test node with 6 to 10 '
+                        'neighbours)')
+    parser.add_argument('--no-progress', dest='progress',
+                        action='store_false',
+                        help='no progress bar (there is none anyway when '
+                        'stderr is not a terminal)')
     args = parser.parse_args(argv)
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+            import networkx  # noqa: F401
+        except ImportError as e:
+            parser.error(f"--plot needs matplotlib and networkx ({e}): "
+                         f"pip install '.[viz]'")
 
     dataset = load_dataset(args.dataset, args.root)
     data = dataset[0].to(args.device)
-    accs, ms = [], []
+    impls = list(IMPLS) if args.compare else [args.impl]
+    results = {impl: [] for impl in impls}
     for seed in range(args.seeds):
-        acc, epoch_ms = run(data, dataset.num_classes, args.impl, seed,
-                            args.epochs, args.patience, args.device,
-                            verbose=args.seeds == 1)
-        print(f'seed {seed}: test accuracy {100 * acc:.2f} %, '
-              f'{epoch_ms:.1f} ms per epoch')
-        accs.append(acc)
-        ms.append(epoch_ms)
-    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f'{args.dataset} ({args.impl}): test accuracy '
-          f'{100 * statistics.mean(accs):.2f} ± {100 * std:.2f} % over '
-          f'{len(accs)} seed(s), {statistics.mean(ms):.1f} ms per epoch')
-    return accs
+        # Alternate which goes first, so that neither always runs on a
+        # cold (or a warm) process.
+        for impl in impls if seed % 2 == 0 else impls[::-1]:
+            result = run(data, dataset.num_classes, impl, seed, args.epochs,
+                         args.patience, args.device,
+                         verbose=args.seeds == 1 and not args.compare,
+                         progress=args.progress)
+            mem = 'n/a' if result.peak_mib is None else (
+                f'{result.peak_mib:.1f} MiB')
+            print(f'{impl} seed {seed}: test accuracy '
+                  f'{100 * result.acc:.2f} %, {result.epochs} epochs, '
+                  f'{result.ms_per_epoch:.1f} ms per epoch, peak memory '
+                  f'{mem}')
+            results[impl].append(result)
+
+    if args.compare:
+        print(f'\n{args.dataset}, {args.seeds} seed(s), {args.device}, '
+              f'{torch.get_num_threads()} thread(s):')
+        print(summary_table(results))
+        ext, pyg = results['ext'], results['pyg']
+        speed = (statistics.median(r.ms_per_epoch for r in pyg) /
+                 statistics.median(r.ms_per_epoch for r in ext))
+        line = f'ours is {speed:.2f}x as fast per epoch as PyG'
+        if all(r.peak_mib for r in ext + pyg):
+            ratio = (max(r.peak_mib for r in ext) /
+                     max(r.peak_mib for r in pyg))
+            line += f' and needs {ratio:.2f}x its peak memory'
+        print(line)
+    else:
+        accs = [r.acc for r in results[args.impl]]
+        mean, std = _mean_std(accs)
+        ms = statistics.median(r.ms_per_epoch for r in results[args.impl])
+        print(f'{args.dataset} ({args.impl}): test accuracy '
+              f'{100 * mean:.2f} ± {100 * std:.2f} % over {len(accs)} '
+              f'seed(s), {ms:.1f} ms per epoch')
+
+    if args.plot is not None:
+        model = results[impls[0]][0].model
+        for path in plot(model, data, args.plot, args.node):
+            print(f'wrote {path}')
+    return results if args.compare else [r.acc for r in results[args.impl]]
 
 
 if __name__ == '__main__':

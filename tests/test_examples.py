@@ -1,6 +1,7 @@
 import os
 import os.path as osp
 import runpy
+import sys
 
 import pytest
 
@@ -25,3 +26,61 @@ def test_cora_example_missing_root(tmp_path):
     cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
     with pytest.raises(FileNotFoundError, match='No raw Planetoid files'):
         cora['main'](['--root', str(tmp_path), '--epochs', '1'])
+
+
+def test_cora_example_compare(planetoid_root, capsys):
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    results = cora['main'](['--root', planetoid_root, '--epochs', '3',
+                            '--compare', '--no-progress'])
+    assert list(results) == ['ext', 'pyg']
+    for runs in results.values():
+        assert len(runs) == 1 and 0.0 <= runs[0].acc <= 1.0
+        assert runs[0].ms_per_epoch > 0 and runs[0].epochs == 3
+    # The same seed, weights and dropout masks: the same predictions, up to
+    # rounding that may flip a prediction or two.
+    assert abs(results['ext'][0].acc - results['pyg'][0].acc) <= 0.005
+    captured = capsys.readouterr()
+    out = captured.out
+    table = out[out.index('impl '):].splitlines()
+    assert table[2].startswith('ext   pyg_gat_ext.GATConv')
+    assert table[3].startswith('pyg   torch_geometric.nn.GATConv')
+    assert 'as fast per epoch as PyG' in table[4]
+    # No progress bar when stderr is not a terminal.
+    assert 'seed 0' not in captured.err
+
+
+def test_cora_example_plot(planetoid_root, tmp_path):
+    pytest.importorskip('matplotlib')
+    pytest.importorskip('networkx')
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    out_dir = tmp_path / 'plots'
+    cora['main'](['--root', planetoid_root, '--epochs', '2', '--plot',
+                  str(out_dir), '--node', '5'])
+    names = sorted(os.listdir(out_dir))
+    assert names == ['attention_node5.png', 'entropy_conv1.png',
+                     'entropy_conv2.png']
+    for name in names:
+        with open(out_dir / name, 'rb') as f:
+            assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+
+
+def test_progress_bar_fallback_without_tqdm(monkeypatch, capsys):
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    monkeypatch.setitem(sys.modules, 'tqdm', None)  # Import fails.
+    monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
+    bar = cora['progress_bar'](3, 'ext seed 0')
+    bar.set_postfix_str('loss 1.0')
+    bar.update()
+    bar.write('message')
+    bar.close()
+    out, err = capsys.readouterr()
+    assert out == 'message\n'
+    assert 'ext seed 0: 1/3 loss 1.0' in err
+    # Off when asked, and when stderr is not a terminal.
+    for enabled, tty in [(False, True), (True, False)]:
+        monkeypatch.setattr(sys.stderr, 'isatty', lambda t=tty: t,
+                            raising=False)
+        bar = cora['progress_bar'](3, 'ext seed 0', enabled)
+        bar.update()
+        bar.close()
+        assert capsys.readouterr().err == ''
