@@ -81,3 +81,16 @@ def backend(request, device):
     backend_or_skip(request.param, device)
     with use_backend(request.param):
         yield request.param
+
+
+@pytest.fixture(params=['fused', 'unfused'])
+def path(request):
+    r"""Forces :class:`pyg_gat_ext.GATConv` onto the fused kernel or onto
+    the :class:`MessagePassing` path for every layer."""
+    from pyg_gat_ext import GATConv
+    previous = GATConv.fused
+    GATConv.fused = request.param == 'fused'
+    try:
+        yield request.param
+    finally:
+        GATConv.fused = previous

@@ -28,7 +28,12 @@ from torch_geometric.utils import (
     to_torch_csr_tensor,
 )
 
-from pyg_gat_ext.ops import segment_softmax
+from pyg_gat_ext.ops import (
+    cached_gat_graph,
+    gat_attention,
+    gat_graph,
+    segment_softmax,
+)
 
 if typing.TYPE_CHECKING:
     from typing import overload
@@ -118,6 +123,13 @@ class GATConv(MessagePassing):
           :math:`((2, |\mathcal{E}|), (|\mathcal{E}|, H))`, where
           :math:`|\mathcal{E}|` counts the added self-loops.
     """
+    #: Which path :meth:`forward` takes: :obj:`None` (default) the fused
+    #: kernel unless something needs per-edge messages, :obj:`True` always
+    #: the fused kernel (an error where it cannot serve), :obj:`False` always
+    #: the :class:`MessagePassing` path. Set it per layer (or through the
+    #: :obj:`fused` argument), or on the class for every layer.
+    fused: Optional[bool] = None
+
     def __init__(
         self,
         in_channels: Union[int, Tuple[int, int]],
@@ -131,10 +143,13 @@ class GATConv(MessagePassing):
         fill_value: Union[float, Tensor, str] = 'mean',
         bias: bool = True,
         residual: bool = False,
+        fused: Optional[bool] = None,
         **kwargs,
     ):
         kwargs.setdefault('aggr', 'add')
         super().__init__(node_dim=0, **kwargs)
+        if fused is not None:
+            self.fused = fused
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -326,39 +341,24 @@ class GATConv(MessagePassing):
         alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
         alpha = (alpha_src, alpha_dst)
 
-        if self.add_self_loops:
-            # Self-loops are added for the nodes that are both source and
-            # target nodes, after the existing ones are removed:
-            num_src = x_src.size(0)
-            num_dst = num_src if x_dst is None else x_dst.size(0)
-            num_loops = min(num_src, num_dst)
-            if size is not None:
-                num_loops = min(size)
-            if isinstance(edge_index, Tensor):
-                if is_torch_sparse_tensor(edge_index):
-                    edge_index = self._sparse_self_loops(
-                        edge_index, edge_attr, num_loops)
-                    # Carried as the sparse values:
-                    edge_attr = torch.jit.annotate(Optional[Tensor], None)
-                else:
-                    edge_index, edge_attr = self._self_loops(
-                        edge_index, edge_attr, num_loops,
-                        max(num_src, num_dst))
-            elif isinstance(edge_index, SparseTensor):
-                if self.edge_dim is None:
-                    edge_index = torch_sparse.set_diag(edge_index)
-                else:
-                    edge_index = self._sparse_tensor_self_loops(
-                        edge_index, edge_attr, num_loops)
-                    # Carried as the sparse values:
-                    edge_attr = torch.jit.annotate(Optional[Tensor], None)
+        use_fused = False
+        if not torch.jit.is_scripting():
+            use_fused = self._use_fused(x_dst, edge_index)
+        if use_fused:
+            out, edge_index, alpha = self._fused_propagate(
+                x_src, x_dst, alpha_src, alpha_dst, edge_index, edge_attr,
+                size, return_attention_weights is True)
+        else:
+            if self.add_self_loops:
+                edge_index, edge_attr = self._with_self_loops(
+                    edge_index, edge_attr, x_src, x_dst, size)
 
-        # edge_updater_type: (alpha: OptPairTensor, edge_attr: OptTensor)
-        alpha = self.edge_updater(edge_index, alpha=alpha, edge_attr=edge_attr,
-                                  size=size)
+            # edge_updater_type: (alpha: OptPairTensor, edge_attr: OptTensor)
+            alpha = self.edge_updater(edge_index, alpha=alpha,
+                                      edge_attr=edge_attr, size=size)
 
-        # propagate_type: (x: OptPairTensor, alpha: Tensor)
-        out = self.propagate(edge_index, x=x, alpha=alpha, size=size)
+            # propagate_type: (x: OptPairTensor, alpha: Tensor)
+            out = self.propagate(edge_index, x=x, alpha=alpha, size=size)
 
         if self.concat:
             out = out.view(-1, self.heads * self.out_channels)
@@ -416,7 +416,182 @@ class GATConv(MessagePassing):
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, heads={self.heads})')
 
+    # Fused path ##############################################################
+
+    @torch.jit.unused
+    def _use_fused(self, x_dst: OptTensor, edge_index: Adj) -> bool:
+        # Whether `forward` takes the fused kernel (see `fused`).
+        if self.fused is False:
+            return False
+        reason = self._unfusable(x_dst, edge_index)
+        if reason is None:
+            return True
+        if self.fused:
+            raise RuntimeError(f'GATConv: fused=True but the fused kernel '
+                               f'cannot serve this call: {reason}')
+        return False
+
+    @torch.jit.unused
+    def _unfusable(self, x_dst: OptTensor, edge_index: Adj) -> Optional[str]:
+        # Why this call needs the `MessagePassing` path, or None.
+        if self.explain:
+            return 'explain mode needs the per-edge messages'
+        cls = type(self)
+        for name in _MESSAGE_PASSING_METHODS:
+            if getattr(cls, name) is not getattr(GATConv, name):
+                return f'{cls.__name__} overrides {name}()'
+        for name in _HOOKS:
+            if len(getattr(self, name)) > 0:
+                return f'hooks are registered ({name})'
+        if self.aggr != 'add' or self.decomposed_layers != 1:
+            return (f"aggr={self.aggr!r} and decomposed_layers="
+                    f"{self.decomposed_layers} (the kernel sums in one pass)")
+        if self.flow != 'source_to_target' and (
+                not isinstance(edge_index, Tensor)
+                or is_torch_sparse_tensor(edge_index)):
+            # PyG's message passing rejects this: so does the fallback.
+            return "flow='target_to_source' with a sparse adjacency"
+        return None
+
+    @torch.jit.unused
+    def _edge_scores(self, edge_attr: Tensor) -> Tensor:
+        # The attention score of every edge feature row, [E, H]: through the
+        # [H, edge_dim] product of `lin_edge` and `att_edge` rather than
+        # the [E, H, C] projected features.
+        assert self.lin_edge is not None and self.att_edge is not None
+        H, C = self.heads, self.out_channels
+        if edge_attr.dim() == 1:
+            edge_attr = edge_attr.view(-1, 1)
+        weight = self.lin_edge.weight
+        if torch.nn.parameter.is_lazy(weight):
+            edge_attr = self.lin_edge(edge_attr).view(-1, H, C)
+            return (edge_attr * self.att_edge).sum(dim=-1)
+        weight = weight.view(H, C, -1)
+        score = (weight * self.att_edge.view(H, C, 1)).sum(dim=1)
+        return edge_attr @ score.t()
+
+    @torch.jit.unused
+    def _fused_propagate(self, x_src: Tensor, x_dst: OptTensor,
+                         alpha_src: Tensor, alpha_dst: OptTensor,
+                         edge_index: Adj, edge_attr: OptTensor, size: Size,
+                         need_alpha: bool) -> Tuple[Tensor, Adj, Tensor]:
+        # Attention and aggregation in one kernel: `out` [N_dst, H, C], the
+        # edges used and their attention weights as PyG returns them (an
+        # empty tensor unless `need_alpha`).
+        num_src = x_src.size(0)
+        num_dst = num_src if x_dst is None else x_dst.size(0)
+        if x_dst is None and size is not None and size[1] is not None:
+            num_dst = size[1]
+        dropout = self.dropout if self.training else 0.0
+        no_alpha = alpha_src.new_empty(0, self.heads)
+
+        if (not isinstance(edge_index, Tensor)
+                or is_torch_sparse_tensor(edge_index)):
+            # A sparse adjacency: its self-loops are replaced as PyG does
+            # (node-level copies), then its entries are the edges.
+            if self.add_self_loops:
+                edge_index, edge_attr = self._with_self_loops(
+                    edge_index, edge_attr, x_src, x_dst, size)
+            if isinstance(edge_index, SparseTensor):
+                dst, src, value = edge_index.coo()
+            else:
+                indices, value = to_edge_index(edge_index)
+                dst, src = indices[0], indices[1]
+                if value.dim() == 1:  # Edge weights, not features.
+                    value = None
+            if edge_attr is None:
+                edge_attr = value
+            edge_score = None
+            if (edge_attr is not None and self.lin_edge is not None
+                    and edge_attr.size(0) > 0):  # Unused without edges.
+                edge_score = self._edge_scores(edge_attr)
+            result = gat_attention(
+                x_src, alpha_src, alpha_dst,
+                gat_graph(src, dst, num_src, num_dst), edge_score,
+                negative_slope=self.negative_slope, dropout=dropout,
+                return_attention_weights=need_alpha)
+            alpha = result.alpha if need_alpha else no_alpha
+            return result.out, edge_index, alpha
+
+        # An edge list: self-loops are implicit in the kernel, which skips
+        # the existing ones, and the grouped graph is cached.
+        # (`flow='target_to_source'` is the same with the rows swapped.)
+        num_loops = 0
+        if self.add_self_loops:
+            num_loops = self._num_loops(x_src, x_dst, size)
+        graph = cached_gat_graph(edge_index.as_subclass(Tensor), num_src,
+                                 num_dst, self.flow)
+
+        edge_score = None
+        if (edge_attr is not None and self.lin_edge is not None
+                and edge_attr.size(0) + num_loops > 0):
+            edge_score = self._edge_scores(edge_attr)
+            if num_loops > 0:
+                if edge_attr.dim() == 1:
+                    edge_attr = edge_attr.view(-1, 1)
+                keep = edge_index[0] != edge_index[1]
+                loop_attr = self._loop_attr(edge_attr[keep],
+                                            edge_index[1][keep], num_loops,
+                                            max(num_src, num_dst))
+                edge_score = torch.cat(
+                    [edge_score, self._edge_scores(loop_attr)], dim=0)
+
+        result = gat_attention(x_src, alpha_src, alpha_dst, graph, edge_score,
+                               num_loops=num_loops,
+                               remove_self_loops=self.add_self_loops,
+                               negative_slope=self.negative_slope,
+                               dropout=dropout,
+                               return_attention_weights=need_alpha)
+        if not need_alpha or result.alpha is None:
+            return result.out, edge_index, no_alpha
+        alpha = result.alpha
+        if self.add_self_loops:
+            # The edges and weights in PyG's order: the edges that are not
+            # self-loops, then one loop per node.
+            num_edges = edge_index.size(1)
+            keep = edge_index[0] != edge_index[1]
+            alpha = torch.cat([alpha[:num_edges][keep], alpha[num_edges:]])
+            edge_index, _ = self._self_loops(edge_index, None, num_loops,
+                                             max(num_src, num_dst))
+        return result.out, edge_index, alpha
+
     # Self-loops ##############################################################
+
+    def _num_loops(self, x_src: Tensor, x_dst: OptTensor, size: Size) -> int:
+        # Self-loops are added for the nodes that are both source and target
+        # nodes.
+        num_src = x_src.size(0)
+        num_dst = num_src if x_dst is None else x_dst.size(0)
+        num_loops = min(num_src, num_dst)
+        if size is not None:
+            num_loops = min(size)
+        return num_loops
+
+    def _with_self_loops(self, edge_index: Adj, edge_attr: OptTensor,
+                         x_src: Tensor, x_dst: OptTensor,
+                         size: Size) -> Tuple[Adj, OptTensor]:
+        # The graph with its self-loops replaced by one per node, as PyG's
+        # layer builds it; edge features of a sparse adjacency become its
+        # values (then `edge_attr` is None).
+        num_loops = self._num_loops(x_src, x_dst, size)
+        num_src = x_src.size(0)
+        num_dst = num_src if x_dst is None else x_dst.size(0)
+        if isinstance(edge_index, Tensor):
+            if is_torch_sparse_tensor(edge_index):
+                edge_index = self._sparse_self_loops(edge_index, edge_attr,
+                                                     num_loops)
+                edge_attr = torch.jit.annotate(Optional[Tensor], None)
+            else:
+                edge_index, edge_attr = self._self_loops(
+                    edge_index, edge_attr, num_loops, max(num_src, num_dst))
+        elif isinstance(edge_index, SparseTensor):
+            if self.edge_dim is None:
+                edge_index = torch_sparse.set_diag(edge_index)
+            else:
+                edge_index = self._sparse_tensor_self_loops(
+                    edge_index, edge_attr, num_loops)
+                edge_attr = torch.jit.annotate(Optional[Tensor], None)
+        return edge_index, edge_attr
 
     def _loop_attr(self, edge_attr: Tensor, dst: Tensor, num_loops: int,
                    dim_size: int) -> Tensor:
@@ -646,6 +821,18 @@ class GATConv(MessagePassing):
                     f"GATConv: 'edge_index[{i}]' holds index {bad}, out of "
                     f"range for {bounds[i]} {names[i]} nodes (valid: 0 to "
                     f"{bounds[i] - 1})")
+
+
+#: The hooks of `MessagePassing` that the fused path would skip.
+_MESSAGE_PASSING_METHODS = ('message', 'edge_update', 'aggregate', 'update',
+                            'message_and_aggregate', 'propagate',
+                            'edge_updater')
+_HOOKS = ('_propagate_forward_pre_hooks', '_propagate_forward_hooks',
+          '_message_forward_pre_hooks', '_message_forward_hooks',
+          '_aggregate_forward_pre_hooks', '_aggregate_forward_hooks',
+          '_message_and_aggregate_forward_pre_hooks',
+          '_message_and_aggregate_forward_hooks',
+          '_edge_update_forward_pre_hooks', '_edge_update_forward_hooks')
 
 
 def _set_sparse_value(adj: Tensor, value: Tensor) -> Tensor:

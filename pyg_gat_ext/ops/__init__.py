@@ -5,9 +5,17 @@ from pyg_gat_ext.ops._library import (
     use_backend,
     use_reference,
 )
+from pyg_gat_ext.ops.attention import (
+    GATAttention,
+    GATGraph,
+    cached_gat_graph,
+    gat_attention,
+    gat_graph,
+)
 from pyg_gat_ext.ops.softmax import segment_csr, segment_softmax
 
 __all__ = [
-    'segment_softmax', 'segment_csr', 'kernel_backend', 'use_backend',
-    'use_reference'
+    'segment_softmax', 'segment_csr', 'gat_attention', 'gat_graph',
+    'cached_gat_graph', 'GATGraph', 'GATAttention', 'kernel_backend',
+    'use_backend', 'use_reference'
 ]

@@ -274,3 +274,175 @@ def _softmax_backward_grad(ctx, v: Tensor):
 
 segment_softmax_backward.register_autograd(
     _softmax_backward_grad, setup_context=_setup_softmax_backward)
+
+
+# gat_attention ##############################################################
+#
+# The graph travels as two groupings of the same edges: by target (CSR: ptr,
+# src, eid) for the forward and the target-side gradients, and by source
+# (CSC: ptr_t, dst_t, eid_t) for the source-side gradients, so that no
+# gradient is accumulated with atomics. `eid` maps a position to the edge id
+# that indexes `edge_score` and the attention weights.
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@torch.library.custom_op('pyg_gat_ext::gat_attention', mutates_args=())
+def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
+                  edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
+                  eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
+                  num_loops: int, skip_self_loops: bool,
+                  negative_slope: float, dropout: float,
+                  seed: Optional[Tensor],
+                  need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Fused GAT attention and aggregation (see
+    :func:`pyg_gat_ext.ops._reference.gat_attention`)."""
+    out, lse, alpha = _reference.gat_attention(
+        x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
+        skip_self_loops, negative_slope, dropout, seed, need_alpha)
+    return out, lse.to(_opmath(x.dtype)), alpha
+
+
+@gat_attention.register_fake
+def _(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
+      num_loops, skip_self_loops, negative_slope, dropout, seed, need_alpha):
+    num_dst, heads = ptr.size(0) - 1, x.size(1)
+    num_alpha = src.size(0) + num_loops if need_alpha else 0
+    return (x.new_empty(num_dst, heads, x.size(2)),
+            x.new_empty(num_dst, heads, dtype=_opmath(x.dtype)),
+            x.new_empty(num_alpha, heads))
+
+
+@torch.library.custom_op('pyg_gat_ext::gat_attention_backward',
+                         mutates_args=())
+def gat_attention_backward(
+        grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
+        a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
+        lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
+        dst_t: Tensor, eid_t: Tensor, num_loops: int, skip_self_loops: bool,
+        negative_slope: float, dropout: float, seed: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Gradients of :func:`gat_attention` (see
+    :func:`pyg_gat_ext.ops._reference.gat_attention_backward`)."""
+    return _reference.gat_attention_backward(
+        grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
+        eid, num_loops, skip_self_loops, negative_slope, dropout, seed)
+
+
+@gat_attention_backward.register_fake
+def _(grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src, eid,
+      ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
+      dropout, seed):
+    grad_edge = (x.new_empty(0, x.size(1))
+                 if edge_score is None else torch.empty_like(edge_score))
+    return (torch.empty_like(x), torch.empty_like(a_src),
+            torch.empty_like(a_dst), grad_edge)
+
+
+def _attention_kernels(device: torch.device):
+    # The module whose `gat_attention(_backward)` run on `device`.
+    backend = kernel_backend(device)
+    if backend == 'cpp':
+        return _cpp_attention
+    if backend == 'triton':
+        return _triton()
+    return None
+
+
+def _attention_kernel(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
+                      dst_t, eid_t, num_loops, skip_self_loops,
+                      negative_slope, dropout, seed, need_alpha):
+    kernels = _attention_kernels(x.device)
+    if kernels is None:
+        out, lse, alpha = _reference.gat_attention(
+            x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
+            skip_self_loops, negative_slope, dropout, seed, need_alpha)
+        return out, lse.to(_opmath(x.dtype)), alpha
+    return kernels.gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid,
+                                 num_loops, skip_self_loops, negative_slope,
+                                 dropout, _seed_words(seed), need_alpha)
+
+
+def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
+                               edge_score, lse, ptr, src, eid, ptr_t, dst_t,
+                               eid_t, num_loops, skip_self_loops,
+                               negative_slope, dropout, seed):
+    kernels = _attention_kernels(x.device)
+    if kernels is None:
+        return _reference.gat_attention_backward(
+            grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
+            eid, num_loops, skip_self_loops, negative_slope, dropout, seed)
+    return kernels.gat_attention_backward(
+        grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
+        eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
+        dropout, _seed_words(seed))
+
+
+def _seed_words(seed: Optional[Tensor]) -> Tuple[int, int]:
+    # The two 32-bit key words of the dropout hash (unused without seed).
+    if seed is None:
+        return 0, 0
+    words = [int(w) for w in seed.tolist()]
+    return words[0], words[1]
+
+
+for _device in ('cpu', 'cuda'):
+    gat_attention.register_kernel(_device)(_attention_kernel)
+    gat_attention_backward.register_kernel(_device)(
+        _attention_backward_kernel)
+
+
+class _CppAttention:
+    # The C++ entry points, called like the Triton launchers.
+    @staticmethod
+    def gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
+                      skip_self_loops, negative_slope, dropout, seed,
+                      need_alpha):
+        return torch.ops.pyg_gat_ext_cpu.gat_attention(
+            x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
+            skip_self_loops, negative_slope, dropout, seed[0], seed[1],
+            need_alpha)
+
+    @staticmethod
+    def gat_attention_backward(grad_out, grad_alpha, x, a_src, a_dst,
+                               edge_score, lse, ptr, src, eid, ptr_t, dst_t,
+                               eid_t, num_loops, skip_self_loops,
+                               negative_slope, dropout, seed):
+        return torch.ops.pyg_gat_ext_cpu.gat_attention_backward(
+            grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
+            eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops,
+            negative_slope, dropout, seed[0], seed[1])
+
+
+_cpp_attention = _CppAttention()
+
+def _setup_attention(ctx, inputs: Tuple, output: Tuple) -> None:
+    (x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
+     num_loops, skip_self_loops, negative_slope, dropout, seed, _) = inputs
+    ctx.save_for_backward(x, a_src, a_dst, edge_score, output[1], ptr, src,
+                          eid, ptr_t, dst_t, eid_t, seed)
+    ctx.params = (num_loops, skip_self_loops, negative_slope, dropout)
+    ctx.has_alpha = output[2].numel() > 0
+
+
+def _attention_grad(ctx, grad_out, grad_lse, grad_alpha):
+    # The log-sum-exp is a saved statistic, not differentiable; a gradient
+    # of the returned attention weights flows into the scores.
+    (x, a_src, a_dst, edge_score, lse, ptr, src, eid, ptr_t, dst_t, eid_t,
+     seed) = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = x.new_zeros(lse.size(0), x.size(1), x.size(2))
+    if not ctx.has_alpha:
+        grad_alpha = None
+    grads = torch.ops.pyg_gat_ext.gat_attention_backward(
+        grad_out.contiguous(), grad_alpha, x, a_src, a_dst, edge_score, lse,
+        ptr, src, eid, ptr_t, dst_t, eid_t, *ctx.params, seed)
+    grad_x, grad_src, grad_dst, grad_edge = grads
+    return (grad_x, grad_src, grad_dst,
+            None if edge_score is None else grad_edge) + (None, ) * 12
+
+
+gat_attention.register_autograd(_attention_grad,
+                                setup_context=_setup_attention)

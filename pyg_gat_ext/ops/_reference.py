@@ -83,3 +83,183 @@ def ptr_to_index(ptr: Tensor, perm: Optional[Tensor],
     if perm is None:
         return sorted_index
     return torch.empty_like(sorted_index).index_put_((perm, ), sorted_index)
+
+
+# Fused GAT attention #########################################################
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(a: Tensor, b: int) -> Tensor:
+    # (a * b) mod 2**32 for int64 `a` in [0, 2**32) and a 32-bit constant,
+    # split in halves so that no int64 product overflows.
+    return (a * (b & 0xFFFF) + (((a * (b >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _fmix32(h: Tensor) -> Tensor:
+    # MurmurHash3's 32-bit finaliser, a bijection of [0, 2**32).
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def dropout_threshold(p: float) -> int:
+    r"""Entry :obj:`(edge, head)` is kept when its 24-bit hash is at least
+    this integer: the probability of dropping it is :obj:`p` (exact to
+    :math:`2^{-24}`). Integers, so every backend draws the same mask."""
+    return min(1 << 24, int(round(p * (1 << 24))))
+
+
+def dropout_hash(edge: Tensor, heads: int, seed: Tuple[int, int]) -> Tensor:
+    r"""The counter-based random number of every :obj:`(edge, head)` pair:
+    a 24-bit integer (as int64 of shape :obj:`[len(edge), heads]`) that
+    depends only on the edge id, the head and the two 32-bit key words
+    :obj:`seed`, so the forward and backward passes of every backend
+    regenerate the same dropout mask without storing it."""
+    edge = edge.to(torch.long).view(-1, 1)
+    head = torch.arange(heads, device=edge.device).view(1, -1)
+    h = _fmix32((edge & _M32) ^ seed[0])
+    h = _fmix32(h ^ (edge >> 32) ^ seed[1])
+    h = _fmix32(h ^ _mul32(head, 0x9E3779B9))
+    return h >> 8
+
+
+def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
+               ptr: Tensor, src: Tensor, eid: Tensor, num_loops: int,
+               skip_self_loops: bool, negative_slope: float):
+    # Every edge the attention runs over, in CSR order followed by the
+    # implicit self-loops of nodes 0 ... num_loops - 1 (edge ids E + i):
+    # source, target, edge id, whether it counts, raw and activated score.
+    num_edges = src.numel()
+    dst = ptr_to_index(ptr, None, num_edges)
+    src, eid = src.to(torch.long), eid.to(torch.long)
+    valid = src != dst
+    if not skip_self_loops:
+        valid = torch.ones_like(valid)
+    if num_loops > 0:
+        loop = torch.arange(num_loops, device=src.device)
+        src, dst = torch.cat([src, loop]), torch.cat([dst, loop])
+        eid = torch.cat([eid, loop + num_edges])
+        valid = torch.cat([valid, torch.ones_like(loop, dtype=torch.bool)])
+    z = a_src.index_select(0, src) + a_dst.index_select(0, dst)
+    if edge_score is not None:
+        z = z + edge_score.index_select(0, eid)
+    e = torch.nn.functional.leaky_relu(z, negative_slope)
+    return src, dst, eid, valid.view(-1, 1), z, e
+
+
+def _gat_dropout(eid: Tensor, heads: int, dropout: float,
+                 seed: Optional[Tensor], like: Tensor) -> Tensor:
+    # The dropout factor of every (edge, head): 0 or 1 / (1 - p).
+    if dropout <= 0.0 or seed is None:
+        return torch.ones_like(like)
+    words = [int(w) for w in seed.tolist()]
+    keep = dropout_hash(eid, heads, (words[0], words[1]))
+    keep = keep >= dropout_threshold(dropout)
+    scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
+    return keep.to(like.dtype) * scale
+
+
+def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
+                  edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
+                  eid: Tensor, num_loops: int, skip_self_loops: bool,
+                  negative_slope: float, dropout: float,
+                  seed: Optional[Tensor],
+                  need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""GAT attention and aggregation over a graph grouped by target node.
+
+    Target :obj:`i` owns the CSR positions :obj:`ptr[i]` to
+    :obj:`ptr[i + 1] - 1`; position :obj:`p` is the edge :obj:`eid[p]`
+    from source :obj:`src[p]`. Nodes :obj:`0 ... num_loops - 1` also get
+    an implicit self-loop, edge id :obj:`E + i`; with
+    :obj:`skip_self_loops`, the explicit edges :obj:`j -> j` do not count.
+    Every counted edge :math:`(j, i)` has the score
+
+    .. math::
+        e_{ji} = \mathrm{LeakyReLU}(a^s_j + a^d_i + a^e_{ji}),
+
+    with :math:`a^e` the rows of :obj:`edge_score` by edge id (zero if
+    :obj:`None`), and
+
+    .. math::
+        \mathrm{out}_i = \sum_j \alpha_{ji} \delta_{ji} x_j, \quad
+        \alpha_{ji} = \exp(e_{ji} - \mathrm{lse}_i), \quad
+        \mathrm{lse}_i = \log \sum_j \exp e_{ji},
+
+    per head, with :math:`\delta` the dropout factor (0 or
+    :math:`1 / (1 - p)`, from :func:`dropout_hash`). Returns :obj:`out`
+    :obj:`[N_dst, H, C]`, :obj:`lse` :obj:`[N_dst, H]` (:math:`-\infty`
+    for a node without edges) and, if :obj:`need_alpha`, the weights
+    :math:`\alpha \delta` by edge id :obj:`[E + num_loops, H]` (zero for a
+    skipped edge); else an empty :obj:`[0, H]` tensor.
+    """
+    num_dst, heads = ptr.numel() - 1, x.size(1)
+    src, dst, eid, valid, _, e = _gat_edges(a_src, a_dst, edge_score, ptr,
+                                            src, eid, num_loops,
+                                            skip_self_loops, negative_slope)
+    e = e.masked_fill(~valid, float('-inf'))
+    m = e.new_full((num_dst, heads), float('-inf'))
+    m = m.scatter_reduce(0, dst.view(-1, 1).expand_as(e), e, 'amax')
+    m_safe = m.masked_fill(m == float('-inf'), 0.0)
+    s = segment_sum((e - m_safe.index_select(0, dst)).exp(), dst, num_dst, 0)
+    lse = m_safe + s.log()
+    alpha = (e - lse.index_select(0, dst)).exp().masked_fill(~valid, 0.0)
+    alpha = alpha * _gat_dropout(eid, heads, dropout, seed, alpha)
+    out = x.new_zeros(num_dst, heads, x.size(2)).index_add_(
+        0, dst, alpha.unsqueeze(-1) * x.index_select(0, src))
+    weights = alpha.new_empty(0, heads)
+    if need_alpha:
+        # Edge ids are E + num_loops distinct integers below E + num_loops:
+        weights = alpha.new_zeros(src.numel(), heads).index_put_((eid, ),
+                                                                 alpha)
+    return out, lse, weights
+
+
+def gat_attention_backward(
+    grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
+    a_src: Tensor, a_dst: Tensor,
+    edge_score: Optional[Tensor], lse: Tensor, ptr: Tensor, src: Tensor,
+    eid: Tensor, num_loops: int, skip_self_loops: bool,
+    negative_slope: float, dropout: float, seed: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Gradients of :func:`gat_attention`'s :obj:`out` (and of its
+    weights, if :obj:`grad_alpha` is given, by edge id) with respect to
+    :obj:`x`, :obj:`a_src`, :obj:`a_dst` and :obj:`edge_score` (by edge
+    id, :obj:`[E + num_loops, H]`; empty if :obj:`edge_score` is
+    :obj:`None`), recomputing the attention from :obj:`lse`:
+
+    .. math::
+        g^\alpha_{ji} = \delta_{ji} (\langle g_i, x_j \rangle
+        + g^w_{ji}), \quad
+        D_i = \sum_j \alpha_{ji} g^\alpha_{ji}, \quad
+        \frac{\partial L}{\partial z_{ji}} = \alpha_{ji}
+        (g^\alpha_{ji} - D_i) \, \mathrm{LeakyReLU}'(z_{ji}),
+
+    which is summed per target for :obj:`a_dst`, per source for
+    :obj:`a_src`; :math:`\partial L / \partial x_j = \sum_i \alpha_{ji}
+    \delta_{ji} g_i`.
+    """
+    num_dst, heads = ptr.numel() - 1, x.size(1)
+    src, dst, eid, valid, z, e = _gat_edges(a_src, a_dst, edge_score, ptr,
+                                            src, eid, num_loops,
+                                            skip_self_loops, negative_slope)
+    alpha = (e - lse.index_select(0, dst)).exp().masked_fill(~valid, 0.0)
+    delta = _gat_dropout(eid, heads, dropout, seed, alpha)
+    g_dst = grad_out.index_select(0, dst)
+    g_alpha = (g_dst * x.index_select(0, src)).sum(-1)
+    if grad_alpha is not None:
+        g_alpha = g_alpha + grad_alpha.index_select(0, eid)
+    g_alpha = delta * g_alpha
+    d = segment_sum(alpha * g_alpha, dst, num_dst, 0)
+    slope = torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
+    dz = alpha * (g_alpha - d.index_select(0, dst)) * slope
+    grad_x = torch.zeros_like(x).index_add_(
+        0, src, (alpha * delta).unsqueeze(-1) * g_dst)
+    grad_src = segment_sum(dz, src, a_src.size(0), 0)
+    grad_dst = segment_sum(dz, dst, a_dst.size(0), 0)
+    grad_edge = dz.new_empty(0, heads)
+    if edge_score is not None:
+        grad_edge = torch.zeros_like(edge_score).index_put_((eid, ), dz)
+    return grad_x, grad_src, grad_dst, grad_edge

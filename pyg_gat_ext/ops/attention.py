@@ -1,0 +1,254 @@
+r"""Fused GAT attention: the graph structure it runs on, its cache, and the
+public :func:`gat_attention` function over the
+``pyg_gat_ext::gat_attention`` operator."""
+import threading
+import weakref
+from collections import OrderedDict
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric import is_compiling
+
+_INT32_MAX = 2**31 - 1
+
+
+class GATGraph(NamedTuple):
+    r"""The edges of a graph grouped twice, as :func:`gat_attention` needs
+    them: by target node (CSR: target :obj:`i` owns positions
+    :obj:`ptr[i]` to :obj:`ptr[i + 1] - 1`, position :obj:`p` holds the
+    edge :obj:`eid[p]` from source :obj:`src[p]`) and by source node (CSC:
+    :obj:`ptr_t`, :obj:`dst_t`, :obj:`eid_t`). Edges keep their input order
+    within each group. Pointers are int64; the other indices are int32 when
+    every index fits, which halves the memory they take."""
+    ptr: Tensor
+    src: Tensor
+    eid: Tensor
+    ptr_t: Tensor
+    dst_t: Tensor
+    eid_t: Tensor
+
+    @property
+    def num_src(self) -> int:
+        return self.ptr_t.numel() - 1
+
+    @property
+    def num_dst(self) -> int:
+        return self.ptr.numel() - 1
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.numel()
+
+
+def gat_graph(src: Tensor, dst: Tensor, num_src: int,
+              num_dst: int) -> GATGraph:
+    r"""Groups the edges :obj:`src[k] -> dst[k]` by target and by source
+    node (two stable counting sorts) into a :class:`GATGraph`. Indices must
+    lie in :obj:`[0, num_src)` and :obj:`[0, num_dst)`; edge :obj:`k` keeps
+    the id :obj:`k`."""
+    segment_csr = torch.ops.pyg_gat_ext.segment_csr
+    ptr, perm = segment_csr(dst, num_dst)
+    ptr_t, perm_t = segment_csr(src, num_src)
+    small = max(src.numel(), num_src, num_dst) <= _INT32_MAX
+    dtype = torch.int32 if small else torch.long
+    return GATGraph(ptr, src.index_select(0, perm).to(dtype), perm.to(dtype),
+                    ptr_t, dst.index_select(0, perm_t).to(dtype),
+                    perm_t.to(dtype))
+
+
+class _GraphCache:
+    r"""The :class:`GATGraph` of the last few :obj:`edge_index` tensors.
+
+    An entry is found by the tensor's identity and is valid only while the
+    tensor is alive, unmodified (same version counter, storage, shape and
+    strides) and used with the same node counts and flow. It holds the
+    tensor weakly and goes when the tensor does, and at most
+    :obj:`maxsize` entries are kept (least recently used first out), so a
+    stream of mini-batch graphs never grows memory."""
+    def __init__(self, maxsize: int = 8):
+        self.maxsize = maxsize
+        self._entries: 'OrderedDict[int, tuple]' = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    @staticmethod
+    def _signature(edge_index: Tensor, num_src: int, num_dst: int,
+                   flow: str) -> tuple:
+        return (edge_index._version, edge_index.data_ptr(),
+                tuple(edge_index.shape), edge_index.stride(),
+                edge_index.device, num_src, num_dst, flow)
+
+    def get(self, edge_index: Tensor, num_src: int, num_dst: int,
+            flow: str) -> GATGraph:
+        key = id(edge_index)
+        signature = self._signature(edge_index, num_src, num_dst, flow)
+        with self._lock:
+            entry = self._entries.get(key)
+            if (entry is not None and entry[0]() is edge_index
+                    and entry[1] == signature):
+                self._entries.move_to_end(key)
+                return entry[2]
+        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
+        graph = gat_graph(edge_index[j], edge_index[i], num_src, num_dst)
+
+        def forget(ref, key=key):
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0] is ref:
+                    del self._entries[key]
+
+        with self._lock:
+            self._entries[key] = (weakref.ref(edge_index, forget), signature,
+                                  graph)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+        return graph
+
+
+#: The cache :func:`cached_gat_graph` uses.
+graph_cache = _GraphCache()
+
+
+def cached_gat_graph(edge_index: Tensor, num_src: int, num_dst: int,
+                     flow: str = 'source_to_target') -> GATGraph:
+    r"""The :class:`GATGraph` of :obj:`edge_index` (source nodes in row 0
+    unless :obj:`flow` is :obj:`'target_to_source'`), built once per graph
+    and then taken from a small cache, so that repeated forward passes on
+    one graph do not sort again. While compiling, it is built in the graph
+    instead."""
+    if is_compiling():
+        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
+        return gat_graph(edge_index[j], edge_index[i], num_src, num_dst)
+    return graph_cache.get(edge_index, num_src, num_dst, flow)
+
+
+class GATAttention(NamedTuple):
+    r"""The outputs of :func:`gat_attention`."""
+    out: Tensor
+    lse: Tensor
+    alpha: Optional[Tensor]
+
+
+def _check(name: str, t: Tensor, shape: Tuple[int, ...], x: Tensor) -> None:
+    if t.dim() != len(shape) or any(
+            want >= 0 and have != want
+            for have, want in zip(t.shape, shape, strict=True)):
+        want = ['*' if s < 0 else s for s in shape]
+        raise ValueError(f"gat_attention: expected '{name}' of shape {want} "
+                         f"(got {list(t.shape)})")
+    if t.dtype != x.dtype or t.device != x.device:
+        raise TypeError(f"gat_attention: '{name}' is {t.dtype} on "
+                        f"{t.device} but 'x' is {x.dtype} on {x.device}")
+
+
+def gat_attention(
+    x: Tensor,
+    a_src: Tensor,
+    a_dst: Optional[Tensor],
+    graph: GATGraph,
+    edge_score: Optional[Tensor] = None,
+    num_loops: int = 0,
+    remove_self_loops: bool = False,
+    negative_slope: float = 0.2,
+    dropout: float = 0.0,
+    return_attention_weights: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> GATAttention:
+    r"""Fused GAT attention and aggregation: for every target node :math:`i`
+    and head,
+
+    .. math::
+        \mathbf{out}_i = \sum_{j} \alpha_{j,i} \mathbf{x}_j, \quad
+        \alpha_{j,i} = \operatorname{softmax}_{j} \left(
+        \mathrm{LeakyReLU}(a^s_j + a^d_i + a^e_{j,i}) \right),
+
+    over the edges :math:`j \to i` of :obj:`graph` and, for :math:`i <`
+    :obj:`num_loops`, one implicit self-loop (edge id :obj:`E + i`), without
+    ever forming the :obj:`[E, heads, channels]` messages. The backward
+    recomputes the attention from the saved log-sum-exp :obj:`lse`.
+
+    Args:
+        x (torch.Tensor): Source node features :obj:`[N_src, H, C]`.
+        a_src (torch.Tensor): Source attention scores :obj:`[N_src, H]`.
+        a_dst (torch.Tensor, optional): Target attention scores
+            :obj:`[N_dst, H]` (zero if :obj:`None`).
+        graph (GATGraph): The edges, from :func:`gat_graph` or
+            :func:`cached_gat_graph`.
+        edge_score (torch.Tensor, optional): Per-edge scores
+            :obj:`[E + num_loops, H]` by edge id, the implicit self-loops
+            last. (default: :obj:`None`)
+        num_loops (int, optional): Nodes :obj:`0, ..., num_loops - 1` get an
+            implicit self-loop. (default: :obj:`0`)
+        remove_self_loops (bool, optional): If set, the edges :math:`j \to
+            j` of :obj:`graph` are left out, as if removed first.
+            (default: :obj:`False`)
+        negative_slope (float, optional): LeakyReLU angle of the negative
+            slope. (default: :obj:`0.2`)
+        dropout (float, optional): Dropout probability of the attention
+            weights, drawn inside the kernel from a counter-based hash of
+            (seed, edge id, head) with the seed from :obj:`generator` (torch's
+            default generator if :obj:`None`): reproducible under
+            :func:`torch.manual_seed`, regenerated in the backward, never
+            stored. (default: :obj:`0.0`)
+        return_attention_weights (bool, optional): If set, also returns the
+            attention weights :obj:`[E + num_loops, H]` by edge id, after
+            dropout (zero for left-out edges). (default: :obj:`False`)
+        generator (torch.Generator, optional): CPU generator of the dropout
+            seed. (default: :obj:`None`)
+
+    :rtype: :class:`GATAttention` :obj:`(out, lse, alpha)`, with :obj:`out`
+        :obj:`[N_dst, H, C]`, :obj:`lse` the per-(node, head) log-sum-exp
+        of the scores :obj:`[N_dst, H]` (:math:`-\infty` without edges;
+        float32 for half-precision input) and :obj:`alpha` the attention
+        weights or :obj:`None`.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"gat_attention: expected 'x' of shape [N_src, "
+                         f"heads, channels] (got {list(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(f"gat_attention: expected floating point 'x' (got "
+                        f"{x.dtype})")
+    num_src, heads = graph.num_src, x.size(1)
+    num_dst, num_edges = graph.num_dst, graph.num_edges
+    _check('x', x, (num_src, heads, -1), x)
+    _check('a_src', a_src, (num_src, heads), x)
+    if a_dst is None:
+        a_dst = x.new_zeros(num_dst, heads)
+    _check('a_dst', a_dst, (num_dst, heads), x)
+    if edge_score is not None:
+        _check('edge_score', edge_score, (num_edges + num_loops, heads), x)
+    if not 0 <= num_loops <= min(num_src, num_dst):
+        raise ValueError(f"gat_attention: 'num_loops' ({num_loops}) must lie "
+                         f"in [0, min(N_src, N_dst) = "
+                         f"{min(num_src, num_dst)}]")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"gat_attention: 'dropout' must lie in [0, 1] (got "
+                         f"{dropout})")
+    for name, t in zip(GATGraph._fields, graph, strict=True):
+        if t.device != x.device or t.dtype not in (torch.int32, torch.long):
+            raise TypeError(f"gat_attention: 'graph.{name}' must be an int32 "
+                            f"or int64 tensor on {x.device} (got {t.dtype} "
+                            f'on {t.device})')
+    if (graph.eid.numel() != num_edges or graph.dst_t.numel() != num_edges
+            or graph.eid_t.numel() != num_edges):
+        raise ValueError('gat_attention: the index tensors of \'graph\' '
+                         'differ in length; build it with gat_graph()')
+
+    seed = None
+    if dropout > 0.0:
+        seed = torch.randint(0, 2**32, (2, ), dtype=torch.long,
+                             generator=generator)
+    out, lse, alpha = torch.ops.pyg_gat_ext.gat_attention(
+        x.contiguous(), a_src.contiguous(), a_dst.contiguous(),
+        None if edge_score is None else edge_score.contiguous(),
+        *[t.contiguous() for t in graph], num_loops, remove_self_loops,
+        float(negative_slope), float(dropout), seed, return_attention_weights)
+    return GATAttention(out, lse, alpha if return_attention_weights else None)
