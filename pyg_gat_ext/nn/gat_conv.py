@@ -339,22 +339,32 @@ class GATConv(MessagePassing):
         # Node-level attention scores of source and target nodes:
         alpha_src = (x_src * self.att_src).sum(dim=-1)
         alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
-        alpha = (alpha_src, alpha_dst)
+        alpha_pair = (alpha_src, alpha_dst)
 
         use_fused = False
         if not torch.jit.is_scripting():
             use_fused = self._use_fused(x_dst, edge_index)
-        if use_fused:
-            out, edge_index, alpha = self._fused_propagate(
+        need_alpha = return_attention_weights is True
+        if use_fused and isinstance(edge_index, Tensor):
+            out, edge_index, alpha = self._fused_edge_index(
                 x_src, x_dst, alpha_src, alpha_dst, edge_index, edge_attr,
-                size, return_attention_weights is True)
+                size, need_alpha)
+        elif use_fused and isinstance(edge_index, SparseTensor):
+            out, edge_index, alpha = self._fused_sparse_tensor(
+                x_src, x_dst, alpha_src, alpha_dst, edge_index, edge_attr,
+                size, need_alpha)
         else:
             if self.add_self_loops:
-                edge_index, edge_attr = self._with_self_loops(
-                    edge_index, edge_attr, x_src, x_dst, size)
+                if isinstance(edge_index, Tensor):
+                    edge_index, edge_attr = self._tensor_with_self_loops(
+                        edge_index, edge_attr, x_src, x_dst, size)
+                elif isinstance(edge_index, SparseTensor):
+                    edge_index, edge_attr = (
+                        self._sparse_tensor_with_self_loops(
+                            edge_index, edge_attr, x_src, x_dst, size))
 
             # edge_updater_type: (alpha: OptPairTensor, edge_attr: OptTensor)
-            alpha = self.edge_updater(edge_index, alpha=alpha,
+            alpha = self.edge_updater(edge_index, alpha=alpha_pair,
                                       edge_attr=edge_attr, size=size)
 
             # propagate_type: (x: OptPairTensor, alpha: Tensor)
@@ -470,6 +480,26 @@ class GATConv(MessagePassing):
         score = (weight * self.att_edge.view(H, C, 1)).sum(dim=1)
         return edge_attr @ score.t()
 
+    # TorchScript types `edge_index` per forward overload: one entry point
+    # per type (never compiled, the fused path is Python only).
+    @torch.jit.unused
+    def _fused_edge_index(self, x_src: Tensor, x_dst: OptTensor,
+                          alpha_src: Tensor, alpha_dst: OptTensor,
+                          edge_index: Tensor, edge_attr: OptTensor,
+                          size: Size,
+                          need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        return self._fused_propagate(x_src, x_dst, alpha_src, alpha_dst,
+                                     edge_index, edge_attr, size, need_alpha)
+
+    @torch.jit.unused
+    def _fused_sparse_tensor(
+            self, x_src: Tensor, x_dst: OptTensor, alpha_src: Tensor,
+            alpha_dst: OptTensor, edge_index: SparseTensor,
+            edge_attr: OptTensor, size: Size,
+            need_alpha: bool) -> Tuple[Tensor, SparseTensor, Tensor]:
+        return self._fused_propagate(x_src, x_dst, alpha_src, alpha_dst,
+                                     edge_index, edge_attr, size, need_alpha)
+
     @torch.jit.unused
     def _fused_propagate(self, x_src: Tensor, x_dst: OptTensor,
                          alpha_src: Tensor, alpha_dst: OptTensor,
@@ -489,8 +519,11 @@ class GATConv(MessagePassing):
                 or is_torch_sparse_tensor(edge_index)):
             # A sparse adjacency: its self-loops are replaced as PyG does
             # (node-level copies), then its entries are the edges.
-            if self.add_self_loops:
-                edge_index, edge_attr = self._with_self_loops(
+            if self.add_self_loops and isinstance(edge_index, SparseTensor):
+                edge_index, edge_attr = self._sparse_tensor_with_self_loops(
+                    edge_index, edge_attr, x_src, x_dst, size)
+            elif self.add_self_loops:
+                edge_index, edge_attr = self._tensor_with_self_loops(
                     edge_index, edge_attr, x_src, x_dst, size)
             if isinstance(edge_index, SparseTensor):
                 dst, src, value = edge_index.coo()
@@ -519,7 +552,7 @@ class GATConv(MessagePassing):
         num_loops = 0
         if self.add_self_loops:
             num_loops = self._num_loops(x_src, x_dst, size)
-        graph = cached_gat_graph(edge_index.as_subclass(Tensor), num_src,
+        graph = cached_gat_graph(edge_index, num_src,
                                  num_dst, self.flow)
 
         edge_score = None
@@ -567,31 +600,32 @@ class GATConv(MessagePassing):
             num_loops = min(size)
         return num_loops
 
-    def _with_self_loops(self, edge_index: Adj, edge_attr: OptTensor,
-                         x_src: Tensor, x_dst: OptTensor,
-                         size: Size) -> Tuple[Adj, OptTensor]:
+    def _tensor_with_self_loops(
+            self, edge_index: Tensor, edge_attr: OptTensor, x_src: Tensor,
+            x_dst: OptTensor, size: Size) -> Tuple[Tensor, OptTensor]:
         # The graph with its self-loops replaced by one per node, as PyG's
         # layer builds it; edge features of a sparse adjacency become its
         # values (then `edge_attr` is None).
         num_loops = self._num_loops(x_src, x_dst, size)
+        if is_torch_sparse_tensor(edge_index):
+            edge_index = self._sparse_self_loops(edge_index, edge_attr,
+                                                 num_loops)
+            return edge_index, torch.jit.annotate(Optional[Tensor], None)
         num_src = x_src.size(0)
         num_dst = num_src if x_dst is None else x_dst.size(0)
-        if isinstance(edge_index, Tensor):
-            if is_torch_sparse_tensor(edge_index):
-                edge_index = self._sparse_self_loops(edge_index, edge_attr,
-                                                     num_loops)
-                edge_attr = torch.jit.annotate(Optional[Tensor], None)
-            else:
-                edge_index, edge_attr = self._self_loops(
-                    edge_index, edge_attr, num_loops, max(num_src, num_dst))
-        elif isinstance(edge_index, SparseTensor):
-            if self.edge_dim is None:
-                edge_index = torch_sparse.set_diag(edge_index)
-            else:
-                edge_index = self._sparse_tensor_self_loops(
-                    edge_index, edge_attr, num_loops)
-                edge_attr = torch.jit.annotate(Optional[Tensor], None)
-        return edge_index, edge_attr
+        return self._self_loops(edge_index, edge_attr, num_loops,
+                                max(num_src, num_dst))
+
+    def _sparse_tensor_with_self_loops(
+            self, edge_index: SparseTensor, edge_attr: OptTensor,
+            x_src: Tensor, x_dst: OptTensor,
+            size: Size) -> Tuple[SparseTensor, OptTensor]:
+        # As `_tensor_with_self_loops`, for a `SparseTensor`.
+        if self.edge_dim is None:
+            return torch_sparse.set_diag(edge_index), edge_attr
+        edge_index = self._sparse_tensor_self_loops(
+            edge_index, edge_attr, self._num_loops(x_src, x_dst, size))
+        return edge_index, torch.jit.annotate(Optional[Tensor], None)
 
     def _loop_attr(self, edge_attr: Tensor, dst: Tensor, num_loops: int,
                    dim_size: int) -> Tensor:

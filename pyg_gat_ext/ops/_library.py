@@ -361,8 +361,9 @@ def _attention_kernel(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
             skip_self_loops, negative_slope, dropout, seed, need_alpha)
         return out, lse.to(_opmath(x.dtype)), alpha
     return kernels.gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 num_loops, skip_self_loops, negative_slope,
-                                 dropout, _seed_words(seed), need_alpha)
+                                 ptr_t, dst_t, eid_t, num_loops,
+                                 skip_self_loops, negative_slope, dropout,
+                                 _seed_words(seed), need_alpha)
 
 
 def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
@@ -397,11 +398,12 @@ for _device in ('cpu', 'cuda'):
 class _CppAttention:
     # The C++ entry points, called like the Triton launchers.
     @staticmethod
-    def gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
-                      skip_self_loops, negative_slope, dropout, seed,
-                      need_alpha):
+    def gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
+                      dst_t, eid_t, num_loops, skip_self_loops,
+                      negative_slope, dropout, seed, need_alpha):
         return torch.ops.pyg_gat_ext_cpu.gat_attention(
-            x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
+            x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
+            num_loops,
             skip_self_loops, negative_slope, dropout, seed[0], seed[1],
             need_alpha)
 

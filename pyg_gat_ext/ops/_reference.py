@@ -6,6 +6,7 @@ and what runs when no kernel is available for a device. They follow
 conventions (the maximum is taken of the detached input, empty segments have
 a maximum of zero, and ``1e-16`` is added to every denominator).
 """
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -109,7 +110,7 @@ def dropout_threshold(p: float) -> int:
     r"""Entry :obj:`(edge, head)` is kept when its 24-bit hash is at least
     this integer: the probability of dropping it is :obj:`p` (exact to
     :math:`2^{-24}`). Integers, so every backend draws the same mask."""
-    return min(1 << 24, int(round(p * (1 << 24))))
+    return min(1 << 24, math.floor(p * 16777216.0 + 0.5))
 
 
 def dropout_hash(edge: Tensor, heads: int, seed: Tuple[int, int]) -> Tensor:

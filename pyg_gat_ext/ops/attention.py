@@ -78,17 +78,16 @@ class _GraphCache:
         with self._lock:
             self._entries.clear()
 
-    @staticmethod
-    def _signature(edge_index: Tensor, num_src: int, num_dst: int,
-                   flow: str) -> tuple:
-        return (edge_index._version, edge_index.data_ptr(),
-                tuple(edge_index.shape), edge_index.stride(),
-                edge_index.device, num_src, num_dst, flow)
-
     def get(self, edge_index: Tensor, num_src: int, num_dst: int,
             flow: str) -> GATGraph:
+        # A subclass (e.g. `EdgeIndex`) is keyed by its own object and
+        # described by its plain data.
         key = id(edge_index)
-        signature = self._signature(edge_index, num_src, num_dst, flow)
+        plain = edge_index
+        if type(plain) is not Tensor:
+            plain = plain.as_subclass(Tensor)
+        signature = (plain._version, plain.data_ptr(), tuple(plain.shape),
+                     plain.stride(), plain.device, num_src, num_dst, flow)
         with self._lock:
             entry = self._entries.get(key)
             if (entry is not None and entry[0]() is edge_index
@@ -96,7 +95,7 @@ class _GraphCache:
                 self._entries.move_to_end(key)
                 return entry[2]
         j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
-        graph = gat_graph(edge_index[j], edge_index[i], num_src, num_dst)
+        graph = gat_graph(plain[j], plain[i], num_src, num_dst)
 
         def forget(ref, key=key):
             with self._lock:
@@ -144,9 +143,10 @@ def _check(name: str, t: Tensor, shape: Tuple[int, ...], x: Tensor) -> None:
         want = ['*' if s < 0 else s for s in shape]
         raise ValueError(f"gat_attention: expected '{name}' of shape {want} "
                          f"(got {list(t.shape)})")
-    if t.dtype != x.dtype or t.device != x.device:
-        raise TypeError(f"gat_attention: '{name}' is {t.dtype} on "
-                        f"{t.device} but 'x' is {x.dtype} on {x.device}")
+    if not t.is_floating_point() or t.device != x.device:
+        raise TypeError(f"gat_attention: expected '{name}' to be a floating "
+                        f"point tensor on {x.device} like 'x' (got "
+                        f"{t.dtype} on {t.device})")
 
 
 def gat_attention(
@@ -218,6 +218,17 @@ def gat_attention(
                         f"{x.dtype})")
     num_src, heads = graph.num_src, x.size(1)
     num_dst, num_edges = graph.num_dst, graph.num_edges
+    # Scores may be wider than the features (e.g. under autocast): compute
+    # in the common type, as PyG's messages `alpha * x_j` do.
+    dtype = x.dtype
+    for t in (a_src, a_dst, edge_score):
+        if t is not None and t.is_floating_point():
+            dtype = torch.promote_types(dtype, t.dtype)
+    x, a_src = x.to(dtype), a_src.to(dtype)
+    if a_dst is not None:
+        a_dst = a_dst.to(dtype)
+    if edge_score is not None and edge_score.is_floating_point():
+        edge_score = edge_score.to(dtype)
     _check('x', x, (num_src, heads, -1), x)
     _check('a_src', a_src, (num_src, heads), x)
     if a_dst is None:

@@ -1,0 +1,345 @@
+r"""Triton kernels of the fused GAT attention, forward and backward.
+
+The graph comes grouped by target (CSR: :obj:`ptr`, :obj:`src`, :obj:`eid`)
+and by source (CSC: :obj:`ptr_t`, :obj:`dst_t`, :obj:`eid_t`); see
+:mod:`pyg_gat_ext.ops.attention`. Node :obj:`i < num_loops` has one more,
+implicit self-loop with edge id :obj:`E + i`, walked as the virtual position
+just past its last edge. Every program owns one node and loops over its
+edges in blocks of :obj:`BLOCK_E`, gathering :obj:`[BLOCK_E, H, C]` tiles of
+source features (forward) or target gradients (backward) and reducing them
+in registers: no :obj:`[E, H, C]` tensor, no atomics, deterministic. Scores,
+softmax statistics and accumulators are float32 for half and bfloat16 input,
+float64 for float64 input.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from pyg_gat_ext.ops._reference import dropout_threshold
+
+_M32 = 0xFFFFFFFF
+
+
+@triton.jit
+def _fmix32(h):
+    # MurmurHash3's finaliser on int64 values in [0, 2**32): products wrap
+    # in 64 bits and are masked back to 32.
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & 0xFFFFFFFF
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & 0xFFFFFFFF
+    return h ^ (h >> 16)
+
+
+@triton.jit
+def _dropout(ids, heads, k0, k1, threshold, scale):
+    # The dropout factor (0 or `scale`) of every (edge id, head) pair of a
+    # [BLOCK_E, BLOCK_H] tile, as pyg_gat_ext.ops._reference.dropout_hash.
+    h = _fmix32((ids[:, None] & 0xFFFFFFFF) ^ k0)
+    h = _fmix32(h ^ (ids[:, None] >> 32) ^ k1)
+    h = _fmix32(h ^ ((heads[None, :].to(tl.int64) * 0x9E3779B9)
+                     & 0xFFFFFFFF))
+    return tl.where((h >> 8) >= threshold, scale, 0.0)
+
+
+@triton.jit
+def _edges(nbr_ptr, eid_ptr, node, pos, hi, end, num_edges,
+           SKIP: tl.constexpr):
+    # The neighbours and edge ids of a block of positions of `node` (the
+    # position `hi` is its implicit self-loop when `end > hi`), whether
+    # each position exists and whether it counts (SKIP leaves out explicit
+    # self-loops).
+    exists = pos < end
+    real = pos < hi
+    nbr = tl.load(nbr_ptr + pos, mask=real, other=0).to(tl.int64)
+    ids = tl.load(eid_ptr + pos, mask=real, other=0).to(tl.int64)
+    nbr = tl.where(real, nbr, node)
+    ids = tl.where(real, ids, num_edges + node)
+    counts = exists
+    if SKIP:
+        counts = counts & ((nbr != node) | (pos >= hi))
+    return nbr, ids, exists, counts
+
+
+@triton.jit
+def _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask, slope, H,
+            HAS_EDGE: tl.constexpr, ACC: tl.constexpr):
+    # Raw and LeakyReLU scores [BLOCK_E, BLOCK_H] of edges src -> dst.
+    z = tl.load(as_ptr + src[:, None] * H + heads[None, :],
+                mask=hmask[None, :], other=0.0).to(ACC)
+    z += tl.load(ad_ptr + dst[:, None] * H + heads[None, :],
+                 mask=hmask[None, :], other=0.0).to(ACC)
+    if HAS_EDGE:
+        z += tl.load(es_ptr + ids[:, None] * H + heads[None, :],
+                     mask=hmask[None, :], other=0.0).to(ACC)
+    return z, tl.where(z > 0, z, z * slope)
+
+
+@triton.jit
+def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
+             out_ptr, lse_ptr, alpha_ptr, param_ptr, num_edges, num_loops,
+             k0, k1, threshold, H, C, HAS_EDGE: tl.constexpr,
+             SKIP: tl.constexpr, DROPOUT: tl.constexpr,
+             NEED_ALPHA: tl.constexpr, ACC: tl.constexpr,
+             BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
+             BLOCK_C: tl.constexpr):
+    r"""Grid :obj:`(N_dst,)`: program :obj:`i` computes the log-sum-exp of
+    the scores of target :obj:`i`'s edges per head (first walk, online), then
+    :obj:`out[i] = sum_j alpha_ji * dropout * x_j` (second walk), and the
+    weights by edge id if :obj:`NEED_ALPHA`."""
+    i = tl.program_id(0).to(tl.int64)
+    lo = tl.load(ptr_ptr + i)
+    hi = tl.load(ptr_ptr + i + 1)
+    end = hi + (i < num_loops).to(hi.dtype)
+    heads = tl.arange(0, BLOCK_H)
+    hmask = heads < H
+    chans = tl.arange(0, BLOCK_C)
+    cmask = chans < C
+    slope = tl.load(param_ptr).to(ACC)
+    scale = tl.load(param_ptr + 1).to(ACC)
+    dst = tl.zeros([BLOCK_E], tl.int64) + i
+
+    m = tl.full([BLOCK_H], float('-inf'), ACC)
+    s = tl.zeros([BLOCK_H], ACC)
+    for start in range(lo, end, BLOCK_E):
+        pos = start + tl.arange(0, BLOCK_E)
+        src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
+                                          num_edges, SKIP)
+        _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
+                       slope, H, HAS_EDGE, ACC)
+        e = tl.where(counts[:, None], e, float('-inf'))
+        m_new = tl.maximum(m, tl.max(e, axis=0))
+        m_ref = tl.where(m_new == float('-inf'), 0.0, m_new)
+        s = s * tl.exp(m - m_ref) + tl.sum(tl.exp(e - m_ref[None, :]), 0)
+        m = m_new
+    lse = tl.where(s == 0, float('-inf'),
+                   tl.where(m == float('-inf'), 0.0, m) + tl.log(s))
+    tl.store(lse_ptr + i * H + heads, lse, mask=hmask)
+
+    acc = tl.zeros([BLOCK_H, BLOCK_C], ACC)
+    xmask = hmask[:, None] & cmask[None, :]
+    tile = heads[:, None] * C + chans[None, :]
+    for start in range(lo, end, BLOCK_E):
+        pos = start + tl.arange(0, BLOCK_E)
+        src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
+                                          num_edges, SKIP)
+        _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
+                       slope, H, HAS_EDGE, ACC)
+        w = tl.exp(e - lse[None, :])
+        if DROPOUT:
+            w = w * _dropout(ids, heads, k0, k1, threshold, scale)
+        w = tl.where(counts[:, None], w, 0.0)
+        if NEED_ALPHA:
+            tl.store(alpha_ptr + ids[:, None] * H + heads[None, :],
+                     w.to(alpha_ptr.dtype.element_ty),
+                     mask=exists[:, None] & hmask[None, :])
+        xj = tl.load(x_ptr + src[:, None, None] * (H * C) + tile[None, :, :],
+                     mask=counts[:, None, None] & xmask[None, :, :],
+                     other=0.0).to(ACC)
+        acc += tl.sum(w[:, :, None] * xj, axis=0)
+    tl.store(out_ptr + i * (H * C) + tile,
+             acc.to(out_ptr.dtype.element_ty), mask=xmask)
+
+
+@triton.jit
+def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
+                 ptr_ptr, src_ptr, eid_ptr, dz_ptr, gdst_ptr, param_ptr,
+                 num_edges, num_loops, k0, k1, threshold, H, C,
+                 HAS_EDGE: tl.constexpr, HAS_GA: tl.constexpr,
+                 SKIP: tl.constexpr, DROPOUT: tl.constexpr,
+                 ACC: tl.constexpr, BLOCK_E: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
+    r"""Grid :obj:`(N_dst,)`: program :obj:`i` stores, for each edge of
+    target :obj:`i`, :obj:`g_alpha = dropout * (<g_i, x_j> + grad_alpha)` by
+    edge id while :obj:`D_i = sum alpha * g_alpha` accumulates, then turns
+    it into the score gradient :obj:`alpha (g_alpha - D_i) LeakyReLU'(z)`
+    (zero for left-out edges), summed into :obj:`grad_a_dst[i]`."""
+    i = tl.program_id(0).to(tl.int64)
+    lo = tl.load(ptr_ptr + i)
+    hi = tl.load(ptr_ptr + i + 1)
+    end = hi + (i < num_loops).to(hi.dtype)
+    heads = tl.arange(0, BLOCK_H)
+    hmask = heads < H
+    chans = tl.arange(0, BLOCK_C)
+    xmask = hmask[:, None] & (chans < C)[None, :]
+    tile = heads[:, None] * C + chans[None, :]
+    slope = tl.load(param_ptr).to(ACC)
+    scale = tl.load(param_ptr + 1).to(ACC)
+    dst = tl.zeros([BLOCK_E], tl.int64) + i
+    lse = tl.load(lse_ptr + i * H + heads, mask=hmask, other=0.0).to(ACC)
+    gi = tl.load(go_ptr + i * (H * C) + tile, mask=xmask, other=0.0).to(ACC)
+
+    d = tl.zeros([BLOCK_H], ACC)
+    for start in range(lo, end, BLOCK_E):
+        pos = start + tl.arange(0, BLOCK_E)
+        src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
+                                          num_edges, SKIP)
+        _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
+                       slope, H, HAS_EDGE, ACC)
+        a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
+        xj = tl.load(x_ptr + src[:, None, None] * (H * C) + tile[None, :, :],
+                     mask=counts[:, None, None] & xmask[None, :, :],
+                     other=0.0).to(ACC)
+        ga = tl.sum(xj * gi[None, :, :], axis=2)
+        offs = ids[:, None] * H + heads[None, :]
+        emask = exists[:, None] & hmask[None, :]
+        if HAS_GA:
+            ga += tl.load(ga_ptr + offs, mask=emask, other=0.0).to(ACC)
+        if DROPOUT:
+            ga = ga * _dropout(ids, heads, k0, k1, threshold, scale)
+        ga = tl.where(counts[:, None], ga, 0.0)
+        tl.store(dz_ptr + offs, ga, mask=emask)
+        d += tl.sum(a * ga, axis=0)
+    tl.debug_barrier()  # The stores above are read back below.
+
+    gd = tl.zeros([BLOCK_H], ACC)
+    for start in range(lo, end, BLOCK_E):
+        pos = start + tl.arange(0, BLOCK_E)
+        src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
+                                          num_edges, SKIP)
+        z, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
+                       slope, H, HAS_EDGE, ACC)
+        a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
+        offs = ids[:, None] * H + heads[None, :]
+        emask = exists[:, None] & hmask[None, :]
+        ga = tl.load(dz_ptr + offs, mask=emask, other=0.0)
+        g = a * (ga - d[None, :]) * tl.where(z > 0, 1.0, slope)
+        g = tl.where(counts[:, None], g, 0.0)
+        tl.store(dz_ptr + offs, g, mask=emask)
+        gd += tl.sum(g, axis=0)
+    tl.store(gdst_ptr + i * H + heads, gd, mask=hmask)
+
+
+@triton.jit
+def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
+                 eid_ptr, dz_ptr, gx_ptr, gsrc_ptr, param_ptr, num_edges,
+                 num_loops, k0, k1, threshold, H, C,
+                 HAS_EDGE: tl.constexpr, SKIP: tl.constexpr,
+                 DROPOUT: tl.constexpr, ACC: tl.constexpr,
+                 BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
+    r"""Grid :obj:`(N_src,)`: program :obj:`j` sums the score gradients of
+    source :obj:`j`'s edges into :obj:`grad_a_src[j]` and computes
+    :obj:`grad_x[j] = sum_i alpha_ji * dropout * g_i`, the attention
+    recomputed from each target's log-sum-exp."""
+    j = tl.program_id(0).to(tl.int64)
+    lo = tl.load(ptr_ptr + j)
+    hi = tl.load(ptr_ptr + j + 1)
+    end = hi + (j < num_loops).to(hi.dtype)
+    heads = tl.arange(0, BLOCK_H)
+    hmask = heads < H
+    chans = tl.arange(0, BLOCK_C)
+    xmask = hmask[:, None] & (chans < C)[None, :]
+    tile = heads[:, None] * C + chans[None, :]
+    slope = tl.load(param_ptr).to(ACC)
+    scale = tl.load(param_ptr + 1).to(ACC)
+    src = tl.zeros([BLOCK_E], tl.int64) + j
+
+    gs = tl.zeros([BLOCK_H], ACC)
+    acc = tl.zeros([BLOCK_H, BLOCK_C], ACC)
+    for start in range(lo, end, BLOCK_E):
+        pos = start + tl.arange(0, BLOCK_E)
+        dst, ids, exists, counts = _edges(dst_ptr, eid_ptr, j, pos, hi, end,
+                                          num_edges, SKIP)
+        offs = ids[:, None] * H + heads[None, :]
+        cmask = counts[:, None] & hmask[None, :]
+        gs += tl.sum(tl.load(dz_ptr + offs, mask=cmask, other=0.0), axis=0)
+        _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
+                       slope, H, HAS_EDGE, ACC)
+        lse = tl.load(lse_ptr + dst[:, None] * H + heads[None, :],
+                      mask=cmask, other=0.0)
+        w = tl.exp(e - lse)
+        if DROPOUT:
+            w = w * _dropout(ids, heads, k0, k1, threshold, scale)
+        w = tl.where(counts[:, None], w, 0.0)
+        gi = tl.load(go_ptr + dst[:, None, None] * (H * C) + tile[None, :, :],
+                     mask=counts[:, None, None] & xmask[None, :, :],
+                     other=0.0).to(ACC)
+        acc += tl.sum(w[:, :, None] * gi, axis=0)
+    tl.store(gsrc_ptr + j * H + heads, gs, mask=hmask)
+    tl.store(gx_ptr + j * (H * C) + tile, acc.to(gx_ptr.dtype.element_ty),
+             mask=xmask)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _config(x: Tensor, dropout: float, negative_slope: float):
+    # Block sizes, the accumulator type, and the [slope, dropout scale]
+    # parameters in that type (float arguments would be float32).
+    heads, channels = x.size(1), x.size(2)
+    block_h = triton.next_power_of_2(heads)
+    block_c = triton.next_power_of_2(channels)
+    block_e = max(1, min(64, 4096 // (block_h * block_c)))
+    acc = _acc_dtype(x.dtype)
+    scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
+    params = torch.tensor([negative_slope, scale], dtype=acc, device=x.device)
+    tl_acc = tl.float64 if acc == torch.float64 else tl.float32
+    return dict(H=heads, C=channels, ACC=tl_acc, BLOCK_E=block_e,
+                BLOCK_H=block_h, BLOCK_C=block_c), params, acc
+
+
+def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
+                  edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
+                  eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
+                  num_loops: int, skip_self_loops: bool,
+                  negative_slope: float, dropout: float,
+                  seed: Tuple[int, int],
+                  need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Launches :func:`_gat_fwd`: returns :obj:`(out, lse, alpha)`."""
+    num_dst, heads, num_edges = ptr.numel() - 1, x.size(1), src.numel()
+    meta, params, acc = _config(x, dropout, negative_slope)
+    out = x.new_empty(num_dst, heads, x.size(2))
+    lse = x.new_empty(num_dst, heads, dtype=acc)
+    alpha = x.new_empty(num_edges + num_loops if need_alpha else 0, heads)
+    if num_dst > 0:
+        es = edge_score if edge_score is not None else a_src
+        _gat_fwd[(num_dst, )](
+            x, a_src, a_dst, es, ptr, src, eid, out, lse, alpha, params,
+            num_edges, num_loops, seed[0], seed[1],
+            dropout_threshold(dropout), HAS_EDGE=edge_score is not None,
+            SKIP=skip_self_loops, DROPOUT=dropout > 0.0,
+            NEED_ALPHA=need_alpha, **meta)
+    return out, lse, alpha
+
+
+def gat_attention_backward(
+        grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
+        a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
+        lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
+        dst_t: Tensor, eid_t: Tensor, num_loops: int, skip_self_loops: bool,
+        negative_slope: float, dropout: float, seed: Tuple[int, int]
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src`: returns the
+    gradients of :obj:`x`, :obj:`a_src`, :obj:`a_dst` and
+    :obj:`edge_score`."""
+    num_src, heads = x.size(0), x.size(1)
+    num_dst, num_edges = ptr.numel() - 1, src.numel()
+    meta, params, acc = _config(x, dropout, negative_slope)
+    grad_out = grad_out.to(x.dtype).contiguous()
+    has_ga = grad_alpha is not None and grad_alpha.numel() > 0
+    es = edge_score if edge_score is not None else a_src
+    dz = x.new_empty(num_edges + num_loops, heads, dtype=acc)
+    grad_dst = x.new_empty(num_dst, heads, dtype=acc)
+    grad_src = x.new_empty(num_src, heads, dtype=acc)
+    grad_x = torch.empty_like(x)
+    common = dict(HAS_EDGE=edge_score is not None, SKIP=skip_self_loops,
+                  DROPOUT=dropout > 0.0, **meta)
+    threshold = dropout_threshold(dropout)
+    if num_dst > 0:
+        _gat_bwd_dst[(num_dst, )](
+            grad_out, grad_alpha.contiguous() if has_ga else dz, x, a_src,
+            a_dst, es, lse, ptr, src, eid, dz, grad_dst, params, num_edges,
+            num_loops, seed[0], seed[1], threshold, HAS_GA=has_ga, **common)
+    if num_src > 0:
+        _gat_bwd_src[(num_src, )](
+            grad_out, a_src, a_dst, es, lse, ptr_t, dst_t, eid_t, dz, grad_x,
+            grad_src, params, num_edges, num_loops, seed[0], seed[1],
+            threshold, **common)
+    grad_edge = (dz.to(x.dtype) if edge_score is not None else x.new_empty(
+        0, heads))
+    return grad_x, grad_src.to(x.dtype), grad_dst.to(x.dtype), grad_edge
