@@ -218,17 +218,6 @@ def gat_attention(
                         f"{x.dtype})")
     num_src, heads = graph.num_src, x.size(1)
     num_dst, num_edges = graph.num_dst, graph.num_edges
-    # Scores may be wider than the features (e.g. under autocast): compute
-    # in the common type, as PyG's messages `alpha * x_j` do.
-    dtype = x.dtype
-    for t in (a_src, a_dst, edge_score):
-        if t is not None and t.is_floating_point():
-            dtype = torch.promote_types(dtype, t.dtype)
-    x, a_src = x.to(dtype), a_src.to(dtype)
-    if a_dst is not None:
-        a_dst = a_dst.to(dtype)
-    if edge_score is not None and edge_score.is_floating_point():
-        edge_score = edge_score.to(dtype)
     _check('x', x, (num_src, heads, -1), x)
     _check('a_src', a_src, (num_src, heads), x)
     if a_dst is None:
@@ -253,6 +242,16 @@ def gat_attention(
         raise ValueError('gat_attention: the index tensors of \'graph\' '
                          'differ in length; build it with gat_graph()')
 
+    # Scores may be wider than the features (e.g. under autocast): compute
+    # in the common type, as PyG's messages `alpha * x_j` do.
+    dtype = x.dtype
+    for t in (a_src, a_dst, edge_score):
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    x, a_src = x.to(dtype), a_src.to(dtype)
+    a_dst = a_dst.to(dtype)
+    if edge_score is not None:
+        edge_score = edge_score.to(dtype)
     seed = None
     if dropout > 0.0:
         seed = torch.randint(0, 2**32, (2, ), dtype=torch.long,

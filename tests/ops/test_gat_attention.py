@@ -1,0 +1,321 @@
+r"""The fused GAT attention op: every kernel against the reference, the
+reference against PyG's building blocks, gradients, dropout, the graph cache
+and bad input."""
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch_geometric.utils import softmax as pyg_softmax
+
+from pyg_gat_ext.ops import (
+    GATGraph,
+    cached_gat_graph,
+    gat_attention,
+    gat_graph,
+    use_backend,
+)
+from pyg_gat_ext.ops import _reference
+from pyg_gat_ext.ops.attention import _GraphCache
+from tests.conftest import TOL
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def random_graph(num_src, num_dst, num_edges, seed=0, hub=None):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, num_src, (num_edges, ), generator=g)
+    dst = torch.randint(0, num_dst, (num_edges, ), generator=g)
+    if hub is not None:  # One target whose degree exceeds a block.
+        dst[:num_edges // 2] = hub
+    return src, dst
+
+
+def make_inputs(num_src, num_dst, num_edges, heads, channels, dtype, device,
+                num_loops=0, edge_score=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*size):
+        return torch.randn(*size, generator=g, dtype=dtype).to(device)
+
+    x = rand(num_src, heads, channels).requires_grad_()
+    a_src = rand(num_src, heads).requires_grad_()
+    a_dst = rand(num_dst, heads).requires_grad_()
+    score = None
+    if edge_score:
+        score = rand(num_edges + num_loops, heads).requires_grad_()
+    return x, a_src, a_dst, score
+
+
+def run(backend, inputs, graph, grad_seed=1, **kwargs):
+    r"""Outputs and the gradients of a random function of :obj:`out` and
+    of the attention weights, on one backend."""
+    with use_backend(backend):
+        res = gat_attention(*inputs[:3], graph, inputs[3],
+                            return_attention_weights=True,
+                            generator=torch.Generator().manual_seed(3),
+                            **kwargs)
+        g = torch.Generator().manual_seed(grad_seed)
+        loss = (res.out * torch.randn(res.out.shape, generator=g,
+                                      dtype=res.out.dtype).to(res.out)).sum()
+        loss = loss + (res.alpha * torch.rand(
+            res.alpha.shape, generator=g,
+            dtype=res.alpha.dtype).to(res.alpha)).sum()
+        leaves = [t for t in inputs if t is not None]
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return (res.out, res.lse, res.alpha) + grads
+
+
+CASES = [
+    # (N_src, N_dst, E, H, C, num_loops, skip, edge_score, dropout, hub)
+    (7, 6, 40, 2, 3, 6, True, True, 0.0, None),  # Loops, skipped loops.
+    (9, 9, 60, 1, 5, 0, False, False, 0.0, None),  # Plain softmax.
+    (9, 9, 60, 3, 4, 9, True, False, 0.4, None),  # Dropout in the kernel.
+    (5, 8, 30, 2, 2, 5, True, True, 0.3, None),  # More targets.
+    (4, 4, 0, 2, 2, 4, True, True, 0.0, None),  # No edges, loops only.
+    (6, 7, 0, 2, 2, 0, False, True, 0.0, None),  # Nothing at all.
+    (30, 20, 400, 2, 8, 20, True, False, 0.2, 3),  # Degree > BLOCK_E.
+    (12, 30, 25, 4, 16, 0, False, True, 0.0, None),  # Isolated targets.
+]
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('index_dtype', [torch.int32, torch.long])
+def test_kernels_match_reference(backend, device, case, dtype, index_dtype):
+    num_src, num_dst, num_edges, H, C, loops, skip, score, p, hub = case
+    src, dst = random_graph(num_src, num_dst, num_edges, hub=hub)
+    graph = gat_graph(src, dst, num_src, num_dst)
+    graph = GATGraph(*[
+        t if k in (0, 3) else t.to(index_dtype) for k, t in enumerate(graph)
+    ])
+    graph = GATGraph(*[t.to(device) for t in graph])
+    inputs = make_inputs(num_src, num_dst, num_edges, H, C, dtype, device,
+                         loops, score)
+    kwargs = dict(num_loops=loops, remove_self_loops=skip, dropout=p)
+    expected = run('reference', inputs, graph, **kwargs)
+    actual = run(backend, inputs, graph, **kwargs)
+    for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=f'output {i}')
+
+
+def test_reference_matches_pyg_building_blocks():
+    # Without dropout, the reference is PyG's GAT message passing spelled
+    # out: scores, softmax per target, weighted sum of the source rows.
+    num_src, num_dst, E, H, C = 10, 8, 50, 3, 4
+    src, dst = random_graph(num_src, num_dst, E)
+    x, a_src, a_dst, score = make_inputs(num_src, num_dst, E, H, C,
+                                         torch.float64, 'cpu',
+                                         edge_score=True)
+    res = gat_attention(x, a_src, a_dst, gat_graph(src, dst, num_src,
+                                                   num_dst), score,
+                        negative_slope=0.1, return_attention_weights=True)
+    e = F.leaky_relu(a_src[src] + a_dst[dst] + score, 0.1)
+    alpha = pyg_softmax(e, dst, num_nodes=num_dst)
+    out = torch.zeros(num_dst, H, C, dtype=x.dtype).index_add_(
+        0, dst, alpha.unsqueeze(-1) * x[src])
+    torch.testing.assert_close(res.alpha, alpha)
+    torch.testing.assert_close(res.out, out)
+    lse = torch.full((num_dst, H), float('-inf'), dtype=x.dtype)
+    for i in range(num_dst):
+        if (dst == i).any():
+            lse[i] = e[dst == i].logsumexp(0)
+    torch.testing.assert_close(res.lse, lse)
+
+
+def test_complete_bipartite_equals_dense_attention():
+    num_src, num_dst, H, C = 5, 4, 2, 3
+    src = torch.arange(num_src).repeat(num_dst)
+    dst = torch.arange(num_dst).repeat_interleave(num_src)
+    x, a_src, a_dst, _ = make_inputs(num_src, num_dst, 0, H, C,
+                                     torch.float64, 'cpu')
+    res = gat_attention(x, a_src, a_dst,
+                        gat_graph(src, dst, num_src, num_dst))
+    scores = F.leaky_relu(a_dst[:, None, :] + a_src[None, :, :], 0.2)
+    attention = scores.softmax(dim=1)  # [N_dst, N_src, H]
+    torch.testing.assert_close(res.out,
+                               torch.einsum('ijh,jhc->ihc', attention, x))
+
+
+@pytest.mark.parametrize('dropout', [0.0, 0.5])
+def test_gradcheck(backend, device, dropout):
+    num_src, num_dst, E = 6, 5, 20
+    src, dst = random_graph(num_src, num_dst, E)
+    graph = GATGraph(*[t.to(device) for t in gat_graph(src, dst, 6, 5)])
+    inputs = make_inputs(num_src, num_dst, E, 2, 3, torch.float64, device,
+                         num_loops=5, edge_score=True)
+
+    def f(x, a_src, a_dst, score):
+        res = gat_attention(x, a_src, a_dst, graph, score, num_loops=5,
+                            remove_self_loops=True, dropout=dropout,
+                            return_attention_weights=True,
+                            generator=torch.Generator().manual_seed(0))
+        return res.out, res.alpha
+
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_opcheck():
+    src, dst = random_graph(6, 5, 20)
+    graph = gat_graph(src, dst, 6, 5)
+    x, a_src, a_dst, score = make_inputs(6, 5, 20, 2, 3, torch.float64,
+                                         'cpu', num_loops=5, edge_score=True)
+    args = (x, a_src, a_dst, score, *graph, 5, True, 0.2, 0.5,
+            torch.tensor([1, 2]), True)
+    torch.library.opcheck(torch.ops.pyg_gat_ext.gat_attention, args)
+
+
+def test_dropout_is_reproducible_and_has_the_right_rate():
+    src, dst = random_graph(300, 300, 20000)
+    graph = gat_graph(src, dst, 300, 300)
+    x, a_src, a_dst, _ = make_inputs(300, 300, 0, 4, 2, torch.float32, 'cpu')
+
+    def weights():
+        return gat_attention(x, a_src, a_dst, graph, dropout=0.3,
+                             return_attention_weights=True).alpha
+
+    torch.manual_seed(12)
+    first = weights()
+    torch.manual_seed(12)
+    assert torch.equal(weights(), first)  # Same seed, same mask.
+    assert not torch.equal(weights(), first)  # The stream moved on.
+    kept = (first > 0).double().mean().item()
+    # 80k Bernoulli(0.7) draws: five standard deviations is 0.008.
+    assert abs(kept - 0.7) < 0.008
+    # Kept weights are scaled by 1 / (1 - p): sums per target average 1.
+    sums = torch.zeros(300, 4).index_add_(0, dst, first)
+    assert abs(sums[sums > 0].mean().item() - 1.0) < 0.02
+
+
+def test_dropout_hash_is_uniform_and_keyed():
+    edges = torch.arange(2**16)
+    h = _reference.dropout_hash(edges, 4, (1, 2)).double() / 2**24
+    assert abs(h.mean().item() - 0.5) < 0.005
+    assert abs(h.var().item() - 1 / 12) < 0.002
+    counts = torch.histc(h, bins=16, min=0, max=1)
+    assert counts.min() > 0.9 * counts.mean()
+    other = _reference.dropout_hash(edges, 4, (1, 3))
+    assert (other != h * 2**24).double().mean() > 0.99
+    # Edge ids beyond 32 bits are hashed too.
+    big = _reference.dropout_hash(edges + 2**32, 4, (1, 2))
+    assert (big != h * 2**24).double().mean() > 0.99
+    assert _reference.dropout_threshold(0.0) == 0
+    assert _reference.dropout_threshold(1.0) == 2**24
+
+
+def test_no_edge_level_message_tensor():
+    # The fused layer never creates a tensor as large as the [E, H, C]
+    # messages, in the forward or the backward pass; PyG's layer does.
+    import torch_geometric.nn as pyg_nn
+
+    from pyg_gat_ext import GATConv
+    num_nodes, E, H, C = 40, 4000, 4, 16
+
+    class LargestTensor(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    self.largest = max(self.largest, t.numel())
+            return out
+
+    edge_index = torch.stack(random_graph(num_nodes, num_nodes, E))
+    x = torch.randn(num_nodes, 8, requires_grad=True)
+    for conv_cls, bounded in [(GATConv, True), (pyg_nn.GATConv, False)]:
+        conv = conv_cls(8, C, heads=H, dropout=0.1)
+        with LargestTensor() as mode:
+            conv(x, edge_index).sum().backward()
+        assert (mode.largest < E * H * C // 4) == bounded, conv_cls
+
+
+def test_graph_cache_reuses_rebuilds_and_forgets():
+    cache = _GraphCache(maxsize=3)
+    edge_index = torch.stack(random_graph(10, 10, 30))
+    graph = cache.get(edge_index, 10, 10, 'source_to_target')
+    assert cache.get(edge_index, 10, 10, 'source_to_target') is graph
+    assert cache.get(edge_index, 10, 12, 'source_to_target') is not graph
+    flipped = cache.get(edge_index, 10, 10, 'target_to_source')
+    assert torch.equal(flipped.src.sort().values,
+                       edge_index[1].sort().values.int())
+    edge_index[0, 0] = (edge_index[0, 0] + 1) % 10  # In place: rebuilt.
+    rebuilt = cache.get(edge_index, 10, 10, 'source_to_target')
+    assert rebuilt is not graph
+    assert torch.equal(rebuilt.ptr_t, gat_graph(edge_index[0], edge_index[1],
+                                                10, 10).ptr_t)
+    # A stream of graphs, as from a loader: bounded, and a dead graph's
+    # entry goes with it.
+    for seed in range(10):
+        cache.get(torch.stack(random_graph(10, 10, 30, seed)), 10, 10,
+                  'source_to_target')
+        assert len(cache) <= 3
+    gc.collect()
+    assert len(cache) == 1  # Only `edge_index` is still alive.
+    del edge_index
+    gc.collect()
+    assert len(cache) == 0
+
+
+def test_cached_graph_is_built_once_per_graph(monkeypatch):
+    from pyg_gat_ext.ops import attention
+    calls = []
+    build = attention.gat_graph
+
+    def counting(*args):
+        calls.append(1)
+        return build(*args)
+
+    monkeypatch.setattr(attention, 'gat_graph', counting)
+    edge_index = torch.stack(random_graph(8, 8, 20, seed=5))
+    for _ in range(3):
+        cached_gat_graph(edge_index, 8, 8)
+    assert len(calls) == 1
+
+
+def test_bad_input():
+    src, dst = random_graph(6, 5, 20)
+    graph = gat_graph(src, dst, 6, 5)
+    x, a_src, a_dst, score = make_inputs(6, 5, 20, 2, 3, torch.float32,
+                                         'cpu', num_loops=5, edge_score=True)
+    with pytest.raises(ValueError, match="'x' of shape"):
+        gat_attention(x[:, 0], a_src, a_dst, graph)
+    with pytest.raises(TypeError, match="floating point 'x'"):
+        gat_attention(x.long(), a_src, a_dst, graph)
+    with pytest.raises(ValueError, match="'x' of shape"):
+        gat_attention(x[:5], a_src, a_dst, graph)
+    with pytest.raises(ValueError, match="'a_src' of shape"):
+        gat_attention(x, a_src[:, :1], a_dst, graph)
+    with pytest.raises(ValueError, match="'a_dst' of shape"):
+        gat_attention(x, a_src, a_dst[:4], graph)
+    with pytest.raises(TypeError, match="'a_dst' to be a floating point"):
+        gat_attention(x, a_src, a_dst.long(), graph)
+    with pytest.raises(ValueError, match="'edge_score' of shape"):
+        gat_attention(x, a_src, a_dst, graph, score)  # num_loops missing.
+    with pytest.raises(ValueError, match="'num_loops'"):
+        gat_attention(x, a_src, a_dst, graph, num_loops=6)
+    with pytest.raises(ValueError, match="'dropout'"):
+        gat_attention(x, a_src, a_dst, graph, dropout=1.5)
+    with pytest.raises(TypeError, match="'graph.src'"):
+        gat_attention(x, a_src, a_dst, graph._replace(src=graph.src.float()))
+    with pytest.raises(ValueError, match='differ in length'):
+        gat_attention(x, a_src, a_dst, graph._replace(eid=graph.eid[:-1]))
+
+
+def test_cpp_kernel_rejects_a_corrupt_graph():
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    src, dst = random_graph(6, 5, 20)
+    graph = gat_graph(src, dst, 6, 5)
+    x, a_src, a_dst, _ = make_inputs(6, 5, 20, 2, 3, torch.float32, 'cpu')
+    bad_src = graph.src.clone()
+    bad_src[3] = 6  # Out of range for 6 source nodes.
+    bad_ptr = graph.ptr.clone()
+    bad_ptr[2] = graph.ptr[3] + 1  # Decreasing from 2 to 3.
+    with use_backend('cpp'):
+        with pytest.raises(IndexError, match='out of range'):
+            gat_attention(x, a_src, a_dst, graph._replace(src=bad_src))
+        with pytest.raises(RuntimeError, match='pointer'):
+            gat_attention(x, a_src, a_dst, graph._replace(ptr=bad_ptr))
