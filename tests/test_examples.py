@@ -36,9 +36,8 @@ def test_cora_example_compare(planetoid_root, capsys):
     for runs in results.values():
         assert len(runs) == 1 and 0.0 <= runs[0].acc <= 1.0
         assert runs[0].ms_per_epoch > 0 and runs[0].epochs == 3
-    # The same seed, weights and dropout masks: the same predictions, up to
-    # rounding that may flip a prediction or two.
-    assert abs(results['ext'][0].acc - results['pyg'][0].acc) <= 0.005
+    if sys.platform.startswith('linux'):  # Peak RSS through /proc.
+        assert all(runs[0].peak_mib > 0 for runs in results.values())
     captured = capsys.readouterr()
     out = captured.out
     table = out[out.index('impl '):].splitlines()
