@@ -43,7 +43,7 @@ setup(
     extras_require=extras_require,
     packages=find_packages(include=['pyg_gat_ext', 'pyg_gat_ext.*']),
     # The C++ kernels ship as sources, compiled on first use (never here).
-    package_data={'pyg_gat_ext': ['csrc/*.cpp']},
+    package_data={'pyg_gat_ext': ['csrc/*.cpp', 'csrc/*.h']},
     license='MIT',
     classifiers=[
         'Programming Language :: Python :: 3',

@@ -24,7 +24,10 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
+
+#include "common.h"
 
 namespace pyg_gat_ext {
 namespace {
@@ -70,32 +73,79 @@ struct Dropout {
   }
 };
 
-// Everything the kernels read, as raw pointers. `nbr` and `pos_eid` belong
-// to the grouping a pass walks: (src, eid) by target or (dst_t, eid_t) by
-// source.
-template <typename scalar_t, typename index_t>
+// One grouping of the edges: by target (ptr, src, eid) or by source
+// (ptr_t, dst_t, eid_t).
+template <typename index_t>
 struct Graph {
   const int64_t* ptr;
   const index_t* nbr;
   const index_t* pos_eid;
   int64_t num_nodes, num_edges, num_loops;
   bool skip_self_loops;
+};
 
-  // Calls f(neighbour, edge id) for every counted edge of node `i`, the
-  // implicit self-loop last; `skipped(edge id)` for every left-out one.
-  template <typename F, typename S>
-  void for_each_edge(int64_t i, F&& f, S&& skipped) const {
-    for (int64_t p = ptr[i]; p < ptr[i + 1]; ++p) {
-      const int64_t j = nbr[p];
-      if (skip_self_loops && j == i) {
-        skipped(static_cast<int64_t>(pos_eid[p]));
+constexpr int64_t kPrefetch = 8;  // Edges ahead whose rows are prefetched.
+
+// Prefetches the `bytes` bytes at `p` (a gathered feature row).
+inline void prefetch_row(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) prefetch(c + b);
+}
+
+// The counted edges of one node (neighbour, edge id), the implicit
+// self-loop last, gathered into per-thread buffers with room for [n, H]
+// scores and weights; `skipped(edge id)` is called for each left-out edge.
+template <typename acc_t>
+struct NodeEdges {
+  std::vector<int64_t> nbr, id;
+  std::vector<acc_t> z, w, t;
+  int64_t n = 0;
+
+  template <typename index_t, typename S>
+  void gather(const Graph<index_t>& g, int64_t i, int64_t H, S&& skipped) {
+    const int64_t lo = g.ptr[i], hi = g.ptr[i + 1];
+    const size_t cap = static_cast<size_t>(hi - lo + 1);
+    if (nbr.size() < cap) {
+      nbr.resize(cap);
+      id.resize(cap);
+      z.resize(cap * H);
+      w.resize(cap * H);
+      t.resize(cap * H);
+    }
+    n = 0;
+    for (int64_t p = lo; p < hi; ++p) {
+      const int64_t j = g.nbr[p], e = g.pos_eid[p];
+      if (g.skip_self_loops && j == i) {
+        skipped(e);
         continue;
       }
-      f(j, static_cast<int64_t>(pos_eid[p]));
+      nbr[n] = j;
+      id[n++] = e;
     }
-    if (i < num_loops) f(i, num_edges + i);
+    if (i < g.num_loops) {
+      nbr[n] = i;
+      id[n++] = g.num_edges + i;
+    }
   }
 };
+
+// Calls f(std::integral_constant<int, H>) for the head counts that get a
+// specialised loop, f(std::integral_constant<int, 0>) for the others.
+template <typename F>
+void dispatch_heads(int64_t heads, F&& f) {
+  switch (heads) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    default:
+      return f(std::integral_constant<int, 0>{});
+  }
+}
 
 // The ranges of nodes that parallel workers take: about equal edge counts,
 // several per thread so that a skewed degree distribution still balances.
@@ -224,8 +274,8 @@ struct Scores {
   acc_t leaky(acc_t z) const { return z > acc_t(0) ? z : z * slope; }
 };
 
-template <typename scalar_t, typename index_t>
-Graph<scalar_t, index_t> by_target(const Inputs& in, bool skip) {
+template <typename index_t>
+Graph<index_t> by_target(const Inputs& in, bool skip) {
   return {in.ptr.data_ptr<int64_t>(),
           in.src.data_ptr<index_t>(),
           in.eid.data_ptr<index_t>(),
@@ -235,8 +285,8 @@ Graph<scalar_t, index_t> by_target(const Inputs& in, bool skip) {
           skip};
 }
 
-template <typename scalar_t, typename index_t>
-Graph<scalar_t, index_t> by_source(const Inputs& in, bool skip) {
+template <typename index_t>
+Graph<index_t> by_source(const Inputs& in, bool skip) {
   return {in.ptr_t.data_ptr<int64_t>(),
           in.dst_t.data_ptr<index_t>(),
           in.eid_t.data_ptr<index_t>(),
@@ -253,65 +303,123 @@ Scores<scalar_t, acc_t> scores_of(const Inputs& in, double negative_slope) {
           in.heads, static_cast<acc_t>(negative_slope)};
 }
 
-// Forward: one worker per block of targets. For target i, a first walk over
-// its edges computes the running maximum and sum of exp per head (the
-// log-sum-exp, saved); a second walk accumulates alpha * dropout * x_j into
-// an [H, C] row. NaN scores propagate to the whole row, as in PyG.
-template <typename scalar_t, typename index_t>
+// The raw scores z[k, h] of the gathered edges of `node`, which is their
+// target (`as_target`) or their source.
+template <int HT, typename scalar_t, typename acc_t>
+void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
+                int64_t node, bool as_target) {
+  const int64_t H = HT > 0 ? HT : sc.heads;
+  const scalar_t* own = (as_target ? sc.a_dst : sc.a_src) + node * H;
+  const scalar_t* other = as_target ? sc.a_src : sc.a_dst;
+  for (int64_t k = 0; k < ne.n; ++k) {
+    if (k + kPrefetch < ne.n) prefetch(other + ne.nbr[k + kPrefetch] * H);
+    const scalar_t* o = other + ne.nbr[k] * H;
+    acc_t* z = ne.z.data() + k * H;
+    for (int64_t h = 0; h < H; ++h)
+      z[h] = static_cast<acc_t>(own[h]) + static_cast<acc_t>(o[h]);
+    if (sc.edge_score) {
+      const scalar_t* es = sc.edge_score + ne.id[k] * H;
+      for (int64_t h = 0; h < H; ++h) z[h] += static_cast<acc_t>(es[h]);
+    }
+  }
+}
+
+// w[k, h] = alpha = exp(LeakyReLU(z[k, h]) - lse[h]) (times the dropout
+// factor if `with_dropout`), lse being per head or, for `lse_rows`, the row
+// of each gathered neighbour.
+template <int HT, typename scalar_t, typename acc_t>
+void attention(const Scores<scalar_t, acc_t>& sc, const Dropout& drop,
+               NodeEdges<acc_t>& ne, const acc_t* lse, bool lse_rows,
+               bool with_dropout) {
+  const int64_t H = HT > 0 ? HT : sc.heads;
+  for (int64_t k = 0; k < ne.n; ++k) {
+    const acc_t* l = lse_rows ? lse + ne.nbr[k] * H : lse;
+    const acc_t* z = ne.z.data() + k * H;
+    acc_t* w = ne.w.data() + k * H;
+    for (int64_t h = 0; h < H; ++h) w[h] = exp_approx(sc.leaky(z[h]) - l[h]);
+    if (with_dropout && drop.active)
+      for (int64_t h = 0; h < H; ++h) w[h] *= drop.factor<acc_t>(ne.id[k], h);
+  }
+}
+
+// Forward: one worker per block of targets. For target i: the scores of
+// its edges (one gather of a_src rows), their maximum and sum of exp per
+// head (the log-sum-exp, saved), the attention weights (times the dropout
+// factors), then out[i] = sum_k w_k * x_{j_k}, prefetching the source rows
+// ahead. NaN scores make the whole row NaN, as in PyG.
+template <typename scalar_t, typename index_t, int HT>
 void forward_kernel(const Inputs& in, bool skip, double negative_slope,
                     const Dropout& drop, at::Tensor& out, at::Tensor& lse,
                     at::Tensor& alpha, bool need_alpha) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t H = in.heads, C = in.channels;
-  const auto graph = by_target<scalar_t, index_t>(in, skip);
-  const auto score = scores_of<scalar_t, acc_t>(in, negative_slope);
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
+  const auto graph = by_target<index_t>(in, skip);
+  const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
+  const int64_t row_bytes = H * C * sizeof(scalar_t);
   scalar_t* po = out.data_ptr<scalar_t>();
   acc_t* pl = lse.data_ptr<acc_t>();
   scalar_t* pa = need_alpha ? alpha.data_ptr<scalar_t>() : nullptr;
   constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
+    NodeEdges<acc_t> ne;
     std::vector<acc_t> m(H), s(H), acc(H * C);
     for (int64_t i = i0; i < i1; ++i) {
+      ne.gather(graph, i, H, [&](int64_t id) {
+        if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
+      });
+      const int64_t n = ne.n;
+      raw_scores<HT>(sc, ne, i, true);
       std::fill(m.begin(), m.end(), -inf);
-      std::fill(s.begin(), s.end(), acc_t(0));
-      graph.for_each_edge(
-          i,
-          [&](int64_t j, int64_t id) {
-            for (int64_t h = 0; h < H; ++h) {
-              const acc_t e = score.leaky(score.raw(j, i, id, h));
-              if (e > m[h]) {
-                s[h] *= std::exp(m[h] - e);
-                m[h] = e;
-              }
-              s[h] += std::exp(e - m[h]);
-            }
-          },
-          [&](int64_t id) {
-            if (pa)
-              for (int64_t h = 0; h < H; ++h) pa[id * H + h] = scalar_t(0);
-          });
+      for (int64_t k = 0; k < n; ++k) {
+        acc_t* z = ne.z.data() + k * H;
+        for (int64_t h = 0; h < H; ++h) {
+          const acc_t e = sc.leaky(z[h]);
+          m[h] = (e > m[h] || e != e) ? e : m[h];  // NaN sticks.
+        }
+      }
       acc_t* li = pl + i * H;
-      for (int64_t h = 0; h < H; ++h)  // NaN stays NaN.
-        li[h] = s[h] == acc_t(0) ? -inf : m[h] + std::log(s[h]);
+      for (int64_t h = 0; h < H; ++h) {
+        s[h] = acc_t(0);
+        li[h] = m[h] == -inf ? acc_t(0) : m[h];  // Reference point.
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        const acc_t* z = ne.z.data() + k * H;
+        acc_t* w = ne.w.data() + k * H;
+        for (int64_t h = 0; h < H; ++h) {
+          w[h] = exp_approx(sc.leaky(z[h]) - li[h]);
+          s[h] += w[h];
+        }
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        li[h] = s[h] == acc_t(0) ? -inf : li[h] + std::log(s[h]);
+        s[h] = acc_t(1) / s[h];
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        acc_t* w = ne.w.data() + k * H;
+        for (int64_t h = 0; h < H; ++h) w[h] *= s[h];
+        if (drop.active)
+          for (int64_t h = 0; h < H; ++h)
+            w[h] *= drop.factor<acc_t>(ne.id[k], h);
+        if (pa)
+          for (int64_t h = 0; h < H; ++h)
+            pa[ne.id[k] * H + h] = static_cast<scalar_t>(w[h]);
+      }
 
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      graph.for_each_edge(
-          i,
-          [&](int64_t j, int64_t id) {
-            const scalar_t* xj = x + j * H * C;
-            for (int64_t h = 0; h < H; ++h) {
-              const acc_t e = score.leaky(score.raw(j, i, id, h));
-              const acc_t w = std::exp(e - li[h]) * drop.factor<acc_t>(id, h);
-              if (pa) pa[id * H + h] = static_cast<scalar_t>(w);
-              acc_t* ah = acc.data() + h * C;
-              const scalar_t* xh = xj + h * C;
-              for (int64_t c = 0; c < C; ++c)
-                ah[c] += w * static_cast<acc_t>(xh[c]);
-            }
-          },
-          [](int64_t) {});
+      for (int64_t k = 0; k < n; ++k) {
+        if (k + kPrefetch < n)
+          prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
+        const scalar_t* xj = x + ne.nbr[k] * H * C;
+        const acc_t* w = ne.w.data() + k * H;
+        for (int64_t h = 0; h < H; ++h) {
+          acc_t* ah = acc.data() + h * C;
+          const scalar_t* xh = xj + h * C;
+          for (int64_t c = 0; c < C; ++c)
+            ah[c] += w[h] * static_cast<acc_t>(xh[c]);
+        }
+      }
       scalar_t* oi = po + i * H * C;
       for (int64_t k = 0; k < H * C; ++k)
         oi[k] = static_cast<scalar_t>(acc[k]);
@@ -320,114 +428,123 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
 }
 
 // Backward, pass over targets: for target i and each of its edges,
-// g_alpha = dropout * (<g_i, x_j> + grad_alpha) is stored by edge id in
-// `dz` while D_i = sum alpha * g_alpha accumulates; a second walk turns it
-// into the score gradient alpha (g_alpha - D_i) LeakyReLU'(z), summed into
-// grad_a_dst. Left-out edges get zero.
-template <typename scalar_t, typename index_t>
+// g_alpha = dropout * (<g_i, x_j> + grad_alpha) and D_i = sum alpha *
+// g_alpha, then the score gradient alpha (g_alpha - D_i) LeakyReLU'(z),
+// stored by edge id in `dz` and summed into grad_a_dst[i]. Left-out edges
+// get zero.
+template <typename scalar_t, typename index_t, int HT>
 void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
                             at::Tensor& dz, at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t H = in.heads, C = in.channels;
-  const auto graph = by_target<scalar_t, index_t>(in, skip);
-  const auto score = scores_of<scalar_t, acc_t>(in, negative_slope);
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
+  const auto graph = by_target<index_t>(in, skip);
+  const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
+  const int64_t row_bytes = H * C * sizeof(scalar_t);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
   const acc_t* pl = lse.data_ptr<acc_t>();
   acc_t* pz = dz.data_ptr<acc_t>();
   acc_t* pg = grad_dst.data_ptr<acc_t>();
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
+    NodeEdges<acc_t> ne;
     std::vector<acc_t> d(H), gi(H * C);
     for (int64_t i = i0; i < i1; ++i) {
-      const acc_t* li = pl + i * H;
+      ne.gather(graph, i, H, [&](int64_t id) {
+        std::fill(pz + id * H, pz + (id + 1) * H, acc_t(0));
+      });
+      const int64_t n = ne.n;
+      raw_scores<HT>(sc, ne, i, true);
+      attention<HT>(sc, drop, ne, pl + i * H, false, false);
       for (int64_t k = 0; k < H * C; ++k)
         gi[k] = static_cast<acc_t>(go[i * H * C + k]);
       std::fill(d.begin(), d.end(), acc_t(0));
-      auto zero = [&](int64_t id) {
-        for (int64_t h = 0; h < H; ++h) pz[id * H + h] = acc_t(0);
-      };
-      graph.for_each_edge(
-          i,
-          [&](int64_t j, int64_t id) {
-            const scalar_t* xj = x + j * H * C;
-            for (int64_t h = 0; h < H; ++h) {
-              const acc_t e = score.leaky(score.raw(j, i, id, h));
-              const acc_t a = std::exp(e - li[h]);
-              const acc_t* gh = gi.data() + h * C;
-              const scalar_t* xh = xj + h * C;
-              acc_t dot = 0;
-              for (int64_t c = 0; c < C; ++c)
-                dot += gh[c] * static_cast<acc_t>(xh[c]);
-              if (grad_alpha)
-                dot += static_cast<acc_t>(grad_alpha[id * H + h]);
-              const acc_t ga = dot * drop.factor<acc_t>(id, h);
-              pz[id * H + h] = ga;
-              d[h] += a * ga;
-            }
-          },
-          zero);
+      for (int64_t k = 0; k < n; ++k) {
+        if (k + kPrefetch < n)
+          prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
+        const scalar_t* xj = x + ne.nbr[k] * H * C;
+        const acc_t* a = ne.w.data() + k * H;
+        acc_t* ga = ne.t.data() + k * H;
+        for (int64_t h = 0; h < H; ++h) {
+          const acc_t* gh = gi.data() + h * C;
+          const scalar_t* xh = xj + h * C;
+          acc_t dot = 0;
+          for (int64_t c = 0; c < C; ++c)
+            dot += gh[c] * static_cast<acc_t>(xh[c]);
+          ga[h] = dot;
+        }
+        if (grad_alpha)
+          for (int64_t h = 0; h < H; ++h)
+            ga[h] += static_cast<acc_t>(grad_alpha[ne.id[k] * H + h]);
+        if (drop.active)
+          for (int64_t h = 0; h < H; ++h)
+            ga[h] *= drop.factor<acc_t>(ne.id[k], h);
+        for (int64_t h = 0; h < H; ++h) d[h] += a[h] * ga[h];
+      }
       acc_t* gd = pg + i * H;
       for (int64_t h = 0; h < H; ++h) gd[h] = acc_t(0);
-      graph.for_each_edge(
-          i,
-          [&](int64_t j, int64_t id) {
-            for (int64_t h = 0; h < H; ++h) {
-              const acc_t z = score.raw(j, i, id, h);
-              const acc_t a = std::exp(score.leaky(z) - li[h]);
-              const acc_t g = a * (pz[id * H + h] - d[h]) *
-                              (z > acc_t(0) ? acc_t(1) : score.slope);
-              pz[id * H + h] = g;
-              gd[h] += g;
-            }
-          },
-          [](int64_t) {});
+      for (int64_t k = 0; k < n; ++k) {
+        const acc_t* z = ne.z.data() + k * H;
+        const acc_t* a = ne.w.data() + k * H;
+        const acc_t* ga = ne.t.data() + k * H;
+        acc_t* out = pz + ne.id[k] * H;
+        for (int64_t h = 0; h < H; ++h) {
+          const acc_t g =
+              a[h] * (ga[h] - d[h]) * (z[h] > acc_t(0) ? acc_t(1) : sc.slope);
+          out[h] = g;
+          gd[h] += g;
+        }
+      }
     }
   });
 }
 
 // Backward, pass over sources: for source j, grad_a_src sums the score
 // gradients of its edges and grad_x_j = sum_i alpha * dropout * g_i, with
-// alpha recomputed from the saved log-sum-exp of target i.
-template <typename scalar_t, typename index_t>
+// alpha recomputed from the saved log-sum-exp of each target i.
+template <typename scalar_t, typename index_t, int HT>
 void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
                             const at::Tensor& lse, const at::Tensor& dz,
                             at::Tensor& grad_x, at::Tensor& grad_src) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t H = in.heads, C = in.channels;
-  const auto graph = by_source<scalar_t, index_t>(in, skip);
-  const auto score = scores_of<scalar_t, acc_t>(in, negative_slope);
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
+  const auto graph = by_source<index_t>(in, skip);
+  const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
+  const int64_t row_bytes = H * C * sizeof(scalar_t);
   const acc_t* pl = lse.data_ptr<acc_t>();
   const acc_t* pz = dz.data_ptr<acc_t>();
   scalar_t* px = grad_x.data_ptr<scalar_t>();
   acc_t* ps = grad_src.data_ptr<acc_t>();
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
+    NodeEdges<acc_t> ne;
     std::vector<acc_t> acc(H * C);
     for (int64_t j = j0; j < j1; ++j) {
-      std::fill(acc.begin(), acc.end(), acc_t(0));
+      ne.gather(graph, j, H, [](int64_t) {});
+      const int64_t n = ne.n;
+      raw_scores<HT>(sc, ne, j, false);
+      attention<HT>(sc, drop, ne, pl, true, true);
       acc_t* gs = ps + j * H;
       for (int64_t h = 0; h < H; ++h) gs[h] = acc_t(0);
-      graph.for_each_edge(
-          j,
-          [&](int64_t i, int64_t id) {
-            const scalar_t* gi = go + i * H * C;
-            for (int64_t h = 0; h < H; ++h) {
-              gs[h] += pz[id * H + h];
-              const acc_t e = score.leaky(score.raw(j, i, id, h));
-              const acc_t w =
-                  std::exp(e - pl[i * H + h]) * drop.factor<acc_t>(id, h);
-              acc_t* ah = acc.data() + h * C;
-              const scalar_t* gh = gi + h * C;
-              for (int64_t c = 0; c < C; ++c)
-                ah[c] += w * static_cast<acc_t>(gh[c]);
-            }
-          },
-          [](int64_t) {});
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = 0; k < n; ++k) {
+        if (k + kPrefetch < n)
+          prefetch_row(go + ne.nbr[k + kPrefetch] * H * C, row_bytes);
+        const acc_t* g = pz + ne.id[k] * H;
+        for (int64_t h = 0; h < H; ++h) gs[h] += g[h];
+        const scalar_t* gi = go + ne.nbr[k] * H * C;
+        const acc_t* w = ne.w.data() + k * H;
+        for (int64_t h = 0; h < H; ++h) {
+          acc_t* ah = acc.data() + h * C;
+          const scalar_t* gh = gi + h * C;
+          for (int64_t c = 0; c < C; ++c)
+            ah[c] += w[h] * static_cast<acc_t>(gh[c]);
+        }
+      }
       scalar_t* xj = px + j * H * C;
       for (int64_t k = 0; k < H * C; ++k)
         xj[k] = static_cast<scalar_t>(acc[k]);
@@ -453,9 +570,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention", [&] {
         AT_DISPATCH_INDEX_TYPES(src.scalar_type(), "gat_attention", [&] {
-          forward_kernel<scalar_t, index_t>(in, skip_self_loops,
-                                            negative_slope, drop, out, lse,
-                                            alpha, need_alpha);
+          dispatch_heads(in.heads, [&](auto ht) {
+            forward_kernel<scalar_t, index_t, decltype(ht)::value>(
+                in, skip_self_loops, negative_slope, drop, out, lse, alpha,
+                need_alpha);
+          });
         });
       });
   return {out, lse, alpha};
@@ -500,12 +619,15 @@ gat_attention_backward_cpu(
       [&] {
         AT_DISPATCH_INDEX_TYPES(
             src.scalar_type(), "gat_attention_backward", [&] {
-              backward_target_kernel<scalar_t, index_t>(
-                  in, skip_self_loops, negative_slope, drop, g,
-                  ga ? ga->data_ptr<scalar_t>() : nullptr, l, dz, grad_dst);
-              backward_source_kernel<scalar_t, index_t>(
-                  in, skip_self_loops, negative_slope, drop, g, l, dz, grad_x,
-                  grad_src);
+              dispatch_heads(in.heads, [&](auto ht) {
+                constexpr int HT = decltype(ht)::value;
+                backward_target_kernel<scalar_t, index_t, HT>(
+                    in, skip_self_loops, negative_slope, drop, g,
+                    ga ? ga->data_ptr<scalar_t>() : nullptr, l, dz, grad_dst);
+                backward_source_kernel<scalar_t, index_t, HT>(
+                    in, skip_self_loops, negative_slope, drop, g, l, dz,
+                    grad_x, grad_src);
+              });
             });
       });
   auto grad_edge = edge_score.has_value()

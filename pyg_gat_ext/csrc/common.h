@@ -1,0 +1,35 @@
+// Helpers shared by the CPU kernels of pyg_gat_ext.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace pyg_gat_ext {
+
+// exp(x) for float, branch-free so that loops over it vectorise: Cody-Waite
+// range reduction x = n ln2 + r and a degree-6 polynomial for exp(r) (about
+// 2 ulp). Returns 0 below -87.3 (and for -inf); x must not be NaN.
+inline float exp_approx(float x) {
+  const float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
+  const float xr = xc < -87.3365447504f ? -87.3365447504f : xc;
+  const float n = std::nearbyint(xr * 1.44269504088896341f);
+  float r = std::fma(n, -0.693359375f, xr);
+  r = std::fma(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = std::fma(p, r, 1.3981999507e-3f);
+  p = std::fma(p, r, 8.3334519073e-3f);
+  p = std::fma(p, r, 4.1665795894e-2f);
+  p = std::fma(p, r, 1.6666665459e-1f);
+  p = std::fma(p, r, 5.0000001201e-1f);
+  p = std::fma(p, r * r, r + 1.0f);
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.3365447504f ? 0.0f : p * scale;
+}
+inline double exp_approx(double x) { return std::exp(x); }
+
+inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 1); }
+
+}  // namespace pyg_gat_ext
