@@ -1,0 +1,202 @@
+r"""Benchmarks one :class:`pyg_gat_ext.GATConv` layer against
+:class:`torch_geometric.nn.GATConv` (same weights), forward and
+forward+backward, on synthetic graphs with uniform and power-law in-degrees:
+time and peak memory side by side in one run, as ratios, written to a CSV.
+
+    python benchmarks/nn/gat_conv.py --device cpu --csv out.csv
+
+Times are the minimum (and median) over repetitions on CPU and
+``triton.testing.do_bench`` on CUDA. Peak memory is what one step needs
+beyond what was allocated before it (:func:`pyg_gat_ext.memory.peak_memory`:
+the CUDA allocator's peak, or the growth of the process's peak RSS on CPU);
+the graph's cached CSR/CSC grouping, built once per graph, is reported
+apart. On CUDA the fused kernels' time is also set against the
+memory-bandwidth bound: the bytes they must move at least, at the measured
+device-to-device copy bandwidth.
+"""
+import argparse
+import csv
+import gc
+import platform
+import statistics
+import time
+
+import torch
+import torch_geometric.nn as pyg_nn
+
+from pyg_gat_ext import GATConv
+from pyg_gat_ext.memory import peak_memory
+from pyg_gat_ext.ops import cached_gat_graph, kernel_backend
+from pyg_gat_ext.ops.attention import graph_cache
+
+
+def make_graph(kind, num_nodes, num_edges, device, seed=0):
+    r"""Random sources; targets uniform or with power-law (Zipf-like,
+    exponent 1.2, shuffled) in-degrees."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, num_nodes, (num_edges, ), generator=g)
+    if kind == 'uniform':
+        dst = torch.randint(0, num_nodes, (num_edges, ), generator=g)
+    else:
+        w = torch.arange(1, num_nodes + 1, dtype=torch.float).pow(-1.2)
+        dst = torch.randperm(num_nodes, generator=g)[torch.multinomial(
+            w, num_edges, True, generator=g)]
+    return torch.stack([src, dst]).to(device)
+
+
+def make_layers(in_channels, heads, channels, device, dtype):
+    torch.manual_seed(0)
+    ref = pyg_nn.GATConv(in_channels, channels, heads=heads)
+    ours = GATConv(in_channels, channels, heads=heads)
+    ours.load_state_dict(ref.state_dict())
+    return {'ours': ours.to(device, dtype), 'pyg': ref.to(device, dtype)}
+
+
+def step_fn(conv, x, edge_index, mode):
+    def step():
+        if mode == 'forward':
+            with torch.no_grad():
+                conv(x, edge_index)
+        else:
+            conv.zero_grad(set_to_none=True)
+            conv(x, edge_index).sum().backward()
+
+    return step
+
+
+def time_ms(step, device, reps):
+    if device.type == 'cuda':
+        import triton.testing
+        ms = triton.testing.do_bench(step, warmup=50, rep=300)
+        return ms, ms
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        step()
+        times.append(1e3 * (time.perf_counter() - start))
+    # The minimum is the least disturbed by other load on a shared machine
+    # (as `timeit` advises); the median is reported beside it.
+    return min(times), statistics.median(times)
+
+
+def copy_bandwidth(device):
+    r"""Device-to-device copy bandwidth in bytes/s (read + write)."""
+    import triton.testing
+    a = torch.empty(2**28, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    ms = triton.testing.do_bench(lambda: b.copy_(a), rep=200)
+    return 2 * a.numel() / (ms * 1e-3)
+
+
+def kernel_bound(x, edge_index, conv, device, mode):
+    r"""Time of the fused op alone and its bandwidth bound (ms): the bytes
+    it must move at least are each edge's index entries and gathered source
+    row of :obj:`H * C` features (forward), plus the gathered target
+    gradient row (backward), and the node-level inputs and outputs."""
+    import triton.testing
+
+    from pyg_gat_ext.ops import gat_attention
+    with torch.no_grad():
+        h = conv.lin(x).view(-1, conv.heads, conv.out_channels)
+        a_src = (h * conv.att_src).sum(-1)
+        a_dst = (h * conv.att_dst).sum(-1)
+    num_nodes, num_edges = x.size(0), edge_index.size(1)
+    graph = cached_gat_graph(edge_index, num_nodes, num_nodes)
+    row = h[0].numel() * h.element_size()
+    index = graph.src.element_size() * 2  # Neighbour and edge id.
+    node_bytes = num_nodes * (2 * row + 3 * conv.heads * 4)
+    h.requires_grad_(mode != 'forward')
+
+    def run():
+        out = gat_attention(h, a_src, a_dst, graph, num_loops=num_nodes,
+                            remove_self_loops=True).out
+        if mode != 'forward':
+            out.backward(torch.ones_like(out))
+
+    ms = triton.testing.do_bench(run, rep=300)
+    passes = 1 if mode == 'forward' else 3  # Backward: 2 edge passes.
+    need = passes * num_edges * (row + index) + node_bytes
+    return ms, 1e3 * need / copy_bandwidth(device)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', default='float32')
+    parser.add_argument('--nodes', type=int, default=100_000)
+    parser.add_argument('--edges', type=int, default=1_600_000)
+    parser.add_argument('--in-channels', type=int, default=128)
+    parser.add_argument(
+        '--configs', nargs='+', default=['8x8:uniform', '4x64:power_law'],
+        help='HEADSxCHANNELS:GRAPH entries, GRAPH uniform or power_law')
+    parser.add_argument('--modes', nargs='+',
+                        default=['forward', 'forward+backward'])
+    parser.add_argument('--reps', type=int, default=5)
+    parser.add_argument('--csv', default=None)
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    print(f'{platform.processor() or platform.machine()} | '
+          f'{torch.get_num_threads()} threads | torch {torch.__version__} | '
+          f'ops on {device}: {kernel_backend(device)} | {args.dtype}')
+    rows = []
+    for config in args.configs:
+        shape, kind = config.split(':')
+        heads, channels = (int(v) for v in shape.split('x'))
+        edge_index = make_graph(kind, args.nodes, args.edges, device)
+        x = torch.randn(args.nodes, args.in_channels, device=device,
+                        dtype=dtype)
+        layers = make_layers(args.in_channels, heads, channels, device,
+                             dtype)
+        graph_cache.clear()
+        with peak_memory(device) as cache_mem:
+            cached_gat_graph(edge_index, args.nodes, args.nodes)
+        for mode in args.modes:
+            row = dict(device=str(device), dtype=args.dtype,
+                       nodes=args.nodes, edges=args.edges,
+                       in_channels=args.in_channels, heads=heads,
+                       channels=channels, graph=kind, mode=mode)
+            for name, conv in layers.items():
+                step = step_fn(conv, x, edge_index, mode)
+                step()  # Warm-up: kernel build, graph cache.
+                gc.collect()
+                with peak_memory(device) as mem:
+                    step()
+                best, median = time_ms(step, device, args.reps)
+                row[f'{name}_ms'] = round(best, 3)
+                row[f'{name}_median_ms'] = round(median, 3)
+                row[f'{name}_peak_mib'] = (None if mem.mib is None else
+                                           round(mem.mib, 1))
+            row['graph_cache_mib'] = (None if cache_mem.mib is None else
+                                      round(cache_mem.mib, 1))
+            row['speedup'] = round(row['pyg_ms'] / row['ours_ms'], 2)
+            row['speedup_median'] = round(
+                row['pyg_median_ms'] / row['ours_median_ms'], 2)
+            if row['ours_peak_mib'] and row['pyg_peak_mib']:
+                row['memory_ratio'] = round(
+                    row['pyg_peak_mib'] / row['ours_peak_mib'], 2)
+            if device.type == 'cuda':
+                kernel_ms, bound_ms = kernel_bound(x, edge_index,
+                                                   layers['ours'], device,
+                                                   mode)
+                row['kernel_ms'] = round(kernel_ms, 3)
+                row['bandwidth_bound_ms'] = round(bound_ms, 3)
+                row['fraction_of_bound'] = round(bound_ms / kernel_ms, 2)
+            print(', '.join(f'{k}={v}' for k, v in row.items()
+                            if k not in ('device', 'dtype')), flush=True)
+            rows.append(row)
+        del layers, x, edge_index
+        gc.collect()
+
+    if args.csv:
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        with open(args.csv, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f'wrote {args.csv}')
+
+
+if __name__ == '__main__':
+    main()
