@@ -114,7 +114,7 @@ class _Counter:
                              f'{self.postfix}')
             sys.stderr.flush()
 
-    def set_postfix_str(self, postfix):
+    def set_postfix_str(self, postfix, refresh=True):
         self.postfix = postfix
 
     def write(self, msg):
@@ -189,7 +189,8 @@ def run(data, num_classes, impl='ext', seed=0, epochs=1000, patience=100,
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        bar.set_postfix_str(f'loss {loss.item():.3f} val {val_loss:.3f}')
+        bar.set_postfix_str(f'loss {loss.item():.3f} val {val_loss:.3f}',
+                            refresh=False)  # Drawn by update().
         bar.update()
         if verbose and epoch % 50 == 0:
             bar.write(f'  epoch {epoch:4d}  loss {loss.item():.4f}  '
@@ -197,7 +198,8 @@ def run(data, num_classes, impl='ext', seed=0, epochs=1000, patience=100,
         if bad_epochs >= patience:
             break
     bar.close()
-    model.load_state_dict(best_state)
+    if best_state is not None:  # None only if every validation loss is NaN.
+        model.load_state_dict(best_state)
     return Result(best_test_acc, 1000 * statistics.median(times), mem, epoch,
                   model)
 
@@ -297,6 +299,8 @@ def main(argv=None):
                         help='no progress bar (there is none anyway when '
                         'stderr is not a terminal)')
     args = parser.parse_args(argv)
+    if args.seeds < 1 or args.epochs < 1:
+        parser.error('--seeds and --epochs must be at least 1')
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401

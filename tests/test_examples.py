@@ -83,3 +83,10 @@ def test_progress_bar_fallback_without_tqdm(monkeypatch, capsys):
         bar.update()
         bar.close()
         assert capsys.readouterr().err == ''
+
+
+def test_cora_example_bad_arguments(capsys):
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    with pytest.raises(SystemExit):
+        cora['main'](['--epochs', '0'])
+    assert 'at least 1' in capsys.readouterr().err
