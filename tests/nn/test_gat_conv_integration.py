@@ -125,6 +125,21 @@ def test_compile_default_arguments():
     _compare_compiled(conv, compiled, x, edge_index)
 
 
+def test_compile_fullgraph_default_arguments_on_the_fused_path():
+    # The fused kernel adds self-loops implicitly (no data-dependent
+    # shapes), so the default layer compiles as one graph, training mode
+    # with attention dropout included.
+    torch._dynamo.reset()
+    conv = GATConv(5, 4, heads=2)
+    x = torch.randn(8, 5)
+    edge_index = make_graph('self_loops', 8, 8)
+    compiled = torch.compile(conv, fullgraph=True)
+    _compare_compiled(conv, compiled, x, edge_index)
+    conv.dropout = 0.5
+    out = compiled(x, edge_index)
+    assert out.shape == (8, 8) and torch.isfinite(out).all()
+
+
 def _hetero_data():
     g = torch.Generator().manual_seed(0)
     data = HeteroData()
@@ -324,3 +339,67 @@ def test_deepcopy_and_dtype_float64():
     torch.testing.assert_close(
         other(x, edge_index),
         conv.double()(x, edge_index), **TOL[torch.float64])
+
+
+class _Counting(GATConv):
+    r"""Counts the calls of the `MessagePassing` hooks."""
+    calls = 0
+
+    def message(self, x_j, alpha):
+        type(self).calls += 1
+        return super().message(x_j, alpha)
+
+
+def test_fused_path_is_the_default_and_message_hooks_fall_back():
+    x = torch.randn(8, 5)
+    edge_index = make_graph('random', 8, 8)
+    torch.manual_seed(0)
+    conv = GATConv(5, 4, heads=2)
+    assert conv._use_fused(None, edge_index)
+    # A subclass overriding `message` gets its hook called.
+    sub = _Counting(5, 4, heads=2)
+    sub.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(sub(x, edge_index), conv(x, edge_index))
+    assert _Counting.calls == 1
+    # Registered hooks and explain mode take the `MessagePassing` path.
+    handle = conv.register_message_forward_pre_hook(lambda m, i: None)
+    assert not conv._use_fused(None, edge_index)
+    handle.remove()
+    assert conv._use_fused(None, edge_index)
+    conv.explain = True
+    assert not conv._use_fused(None, edge_index)
+    conv.explain = False
+    conv.fused = False  # The documented switch.
+    assert not conv._use_fused(None, edge_index)
+
+
+def test_fused_true_raises_where_the_kernel_cannot_serve():
+    conv = GATConv(5, 4, heads=2, fused=True)
+    conv.register_message_forward_hook(lambda m, i, o: None)
+    with pytest.raises(RuntimeError, match='fused=True.*hooks'):
+        conv(torch.randn(8, 5), make_graph('random', 8, 8))
+    assert 'fused' not in repr(conv)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+def test_both_paths_train_to_the_same_parameters(fused):
+    # Without dropout, a few Adam steps give the same parameters on either
+    # path as with PyG's layer.
+    torch.manual_seed(0)
+    ref = NodeGAT(pyg_nn.GATConv)
+    ours = NodeGAT(GATConv)
+    ours.load_state_dict(ref.state_dict())
+    for m in ours.modules():
+        if isinstance(m, GATConv):
+            m.fused = fused
+    x = torch.randn(30, 5)
+    edge_index = make_graph('self_loops', 30, 30)
+    y = torch.randint(0, 3, (30, ))
+    opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in (ref, ours)]
+    for _ in range(3):
+        for model, opt in zip((ref, ours), opts, strict=True):
+            opt.zero_grad()
+            F.cross_entropy(model(x, edge_index), y).backward()
+            opt.step()
+    for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q)

@@ -11,12 +11,12 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from pyg_gat_ext.ops import (
     GATGraph,
+    _reference,
     cached_gat_graph,
     gat_attention,
     gat_graph,
     use_backend,
 )
-from pyg_gat_ext.ops import _reference
 from pyg_gat_ext.ops.attention import _GraphCache
 from tests.conftest import TOL
 
