@@ -62,8 +62,18 @@ class GATConv(MessagePassing):
 
     where the edge term is present only when :obj:`edge_dim` is set, and
     :math:`\mathbf{\Theta}_{s} = \mathbf{\Theta}_{t}` unless the layer is
-    bipartite. The softmax over each node's incoming edges runs through
-    :func:`pyg_gat_ext.ops.segment_softmax`.
+    bipartite.
+
+    By default the layer runs on the fused kernel
+    :func:`pyg_gat_ext.ops.gat_attention`, which computes the attention and
+    the aggregation in one pass per node, adds the self-loops implicitly and
+    never forms the :obj:`[E, heads, out_channels]` messages. It falls back
+    to the :class:`MessagePassing` hooks (:meth:`edge_update`, with the
+    softmax through :func:`pyg_gat_ext.ops.segment_softmax`, and
+    :meth:`message`) when something needs the per-edge messages: explain
+    mode, a subclass overriding them, or registered hooks. On the fused
+    path, attention dropout draws its mask inside the kernel (same
+    distribution as PyG's, other draws).
 
     The constructor, parameter names, initialisation, :obj:`state_dict`,
     :meth:`forward` inputs and outputs and :obj:`repr` are those of
@@ -105,6 +115,13 @@ class GATConv(MessagePassing):
             an additive bias. (default: :obj:`True`)
         residual (bool, optional): If set to :obj:`True`, the layer will add
             a learnable skip-connection. (default: :obj:`False`)
+        fused (bool, optional): :obj:`None` takes the fused kernel unless
+            something needs the per-edge messages, :obj:`True` always takes
+            it (an error where it cannot serve), :obj:`False` always takes
+            the :class:`MessagePassing` path, e.g. to reproduce PyG's
+            attention-dropout draws. Also settable per layer as
+            :obj:`conv.fused`, or for every layer as :obj:`GATConv.fused`.
+            (default: :obj:`None`)
         **kwargs (optional): Additional arguments of
             :class:`torch_geometric.nn.conv.MessagePassing`.
 
