@@ -169,6 +169,8 @@ def uniform_entropy(edge_index: Tensor,
 
 def _import_plotting() -> Tuple[Any, Any]:
     try:
+        import matplotlib.cm
+        import matplotlib.colors
         import matplotlib.figure
         import networkx
     except ImportError as e:
@@ -207,11 +209,11 @@ def plot_neighbourhood(
     one panel per head: the node in the centre, its in-neighbours around
     it, each edge's width proportional to its attention weight and its
     colour set by the weight on one scale across heads (spanning the
-    weights drawn, shown by a colour bar). The self-loop's
-    weight sets the width and colour of the node's outline. The weights of
-    duplicate edges from one neighbour are added up. Each panel's title
-    gives the head's attention entropy and the uniform baseline
-    :math:`\log d`.
+    weights drawn, shown by a colour bar). The self-loop's weight sets the
+    width and colour of the node's outline. The weights of duplicate edges
+    from one neighbour are added up. Each panel's title gives the head's
+    attention entropy and the uniform baseline :math:`\log d` for
+    :math:`d` incoming edges.
 
     Args:
         node (int): The node whose incoming attention is drawn.
