@@ -140,68 +140,124 @@ def progress_bar(total, desc, enabled=True):
                 disable=None if enabled else True)
 
 
-def run(data, num_classes, impl='ext', seed=0, epochs=1000, patience=100,
-        device='cpu', verbose=False, progress=True):
-    r"""Trains one model and returns a :class:`Result`: the test accuracy
-    at the epoch of the lowest validation loss (and the model with those
-    weights), the median time of a training step, and the peak memory of
-    the second epoch (its training step and evaluation; the first epoch
-    loads kernels and warms caches)."""
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    model = GAT(conv_class(impl), data.num_features, 8, num_classes)
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.005,
-                                 weight_decay=5e-4)
-    best_val_loss, best_test_acc, bad_epochs = float('inf'), 0.0, 0
-    best_state = None
-    times, mem = [], None
-    bar = progress_bar(epochs, f'{impl} seed {seed}', progress)
-    for epoch in range(1, epochs + 1):
-        # Measuring resets the allocator's state (on CPU it hands freed
-        # memory back to the OS), which slows the next steps: once only.
-        measure = epoch == min(2, epochs)
-        with peak_memory(device) if measure else nullcontext() as epoch_mem:
+class Trainer:
+    r"""Trains one model an epoch at a time on its own random stream, so
+    that several can train in lockstep (:func:`train`) and still give what
+    each gives alone. Early stopping on the validation loss."""
+    def __init__(self, data, num_classes, impl='ext', seed=0, patience=100,
+                 device='cpu'):
+        self.data, self.impl, self.seed = data, impl, seed
+        self.patience, self.device = patience, torch.device(device)
+        torch.manual_seed(seed)
+        model = GAT(conv_class(impl), data.num_features, 8, num_classes)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=0.005,
+                                          weight_decay=5e-4)
+        self.rng = self._get_rng()
+        self.epoch, self.bad_epochs, self.times = 0, 0, []
+        self.best_val_loss, self.best_test_acc = float('inf'), 0.0
+        self.best_state, self.peak_mib = None, None
+        self.loss = self.val_loss = self.test_acc = float('nan')
+
+    def _get_rng(self):
+        if self.device.type == 'cuda':
+            return torch.get_rng_state(), torch.cuda.get_rng_state(
+                self.device)
+        return torch.get_rng_state(), None
+
+    def _set_rng(self, rng):
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state(rng[1], self.device)
+
+    @property
+    def stopped(self):
+        return self.bad_epochs >= self.patience
+
+    def step(self, measure=False):
+        r"""One epoch: a timed training step, then evaluation. With
+        :obj:`measure`, records the peak memory of both (resetting the
+        allocator's state slows the next steps: measure once)."""
+        data, model = self.data, self.model
+        self._set_rng(self.rng)
+        with peak_memory(self.device) if measure else nullcontext() as mem:
             start = time.perf_counter()
             model.train()
-            optimizer.zero_grad()
+            self.optimizer.zero_grad()
             out = model(data.x, data.edge_index)
             loss = F.cross_entropy(out[data.train_mask],
                                    data.y[data.train_mask])
             loss.backward()
-            optimizer.step()
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
+            self.optimizer.step()
+            if self.device.type == 'cuda':
+                torch.cuda.synchronize(self.device)
+            self.times.append(time.perf_counter() - start)
 
             model.eval()
             with torch.no_grad():
                 out = model(data.x, data.edge_index)
+        self.rng = self._get_rng()
         if measure:
-            mem = epoch_mem.mib
-        val_loss = F.cross_entropy(out[data.val_mask],
-                                   data.y[data.val_mask]).item()
+            self.peak_mib = mem.mib
+        self.epoch += 1
+        self.loss = loss.item()
+        self.val_loss = F.cross_entropy(out[data.val_mask],
+                                        data.y[data.val_mask]).item()
         pred = out.argmax(dim=-1)
         test_acc = (pred[data.test_mask] == data.y[data.test_mask]).float()
-        test_acc = test_acc.mean().item()
-        if val_loss < best_val_loss:
-            best_val_loss, best_test_acc, bad_epochs = val_loss, test_acc, 0
-            best_state = copy.deepcopy(model.state_dict())
+        self.test_acc = test_acc.mean().item()
+        if self.val_loss < self.best_val_loss:
+            self.best_val_loss = self.val_loss
+            self.best_test_acc = self.test_acc
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.bad_epochs = 0
         else:
-            bad_epochs += 1
-        bar.set_postfix_str(f'loss {loss.item():.3f} val {val_loss:.3f}',
+            self.bad_epochs += 1
+
+    def result(self):
+        r"""The :class:`Result`, the model restored to the weights of the
+        lowest validation loss."""
+        if self.best_state is not None:  # None if every loss was NaN.
+            self.model.load_state_dict(self.best_state)
+        return Result(self.best_test_acc, 1000 * statistics.median(self.times),
+                      self.peak_mib, self.epoch, self.model)
+
+
+def train(trainers, epochs=1000, verbose=False, progress=True):
+    r"""Trains :obj:`trainers` in lockstep, one epoch of each in turn (the
+    order alternating), until each stops early or :obj:`epochs` have run.
+    Timings taken this way see the same load on a shared machine. The
+    peak memory is measured in the second epoch (the first loads kernels
+    and warms caches). Returns their :class:`Result` objects."""
+    desc = ', '.join(f'{t.impl} seed {t.seed}' for t in trainers)
+    bar = progress_bar(epochs, desc, progress)
+    for epoch in range(1, epochs + 1):
+        active = [t for t in trainers if not t.stopped]
+        if not active:
+            break
+        for t in active if epoch % 2 else active[::-1]:
+            t.step(measure=epoch == min(2, epochs))
+        bar.set_postfix_str(' '.join(f'{t.impl} val {t.val_loss:.3f}'
+                                     for t in trainers),
                             refresh=False)  # Drawn by update().
         bar.update()
         if verbose and epoch % 50 == 0:
-            bar.write(f'  epoch {epoch:4d}  loss {loss.item():.4f}  '
-                      f'val loss {val_loss:.4f}  test acc {test_acc:.4f}')
-        if bad_epochs >= patience:
-            break
+            for t in active:
+                bar.write(f'  {t.impl} epoch {epoch:4d}  loss {t.loss:.4f}  '
+                          f'val loss {t.val_loss:.4f}  test acc '
+                          f'{t.test_acc:.4f}')
     bar.close()
-    if best_state is not None:  # None only if every validation loss is NaN.
-        model.load_state_dict(best_state)
-    return Result(best_test_acc, 1000 * statistics.median(times), mem, epoch,
-                  model)
+    return [t.result() for t in trainers]
+
+
+def run(data, num_classes, impl='ext', seed=0, epochs=1000, patience=100,
+        device='cpu', verbose=False, progress=True):
+    r"""Trains one model and returns its :class:`Result`: the test accuracy
+    at the epoch of the lowest validation loss (and the model with those
+    weights), the median time of a training step, and the peak memory of
+    the second epoch (its training step and evaluation)."""
+    trainer = Trainer(data, num_classes, impl, seed, patience, device)
+    return train([trainer], epochs, verbose, progress)[0]
 
 
 def default_node(data):
@@ -314,13 +370,14 @@ def main(argv=None):
     impls = list(IMPLS) if args.compare else [args.impl]
     results = {impl: [] for impl in impls}
     for seed in range(args.seeds):
-        # Alternate which goes first, so that neither always runs on a
-        # cold (or a warm) process.
-        for impl in impls if seed % 2 == 0 else impls[::-1]:
-            result = run(data, dataset.num_classes, impl, seed, args.epochs,
-                         args.patience, args.device,
-                         verbose=args.seeds == 1 and not args.compare,
-                         progress=args.progress)
+        # With --compare, both train in lockstep (see `train`).
+        trainers = [
+            Trainer(data, dataset.num_classes, impl, seed, args.patience,
+                    args.device) for impl in impls
+        ]
+        runs = train(trainers, args.epochs, verbose=args.seeds == 1,
+                     progress=args.progress)
+        for impl, result in zip(impls, runs, strict=True):
             mem = 'n/a' if result.peak_mib is None else (
                 f'{result.peak_mib:.1f} MiB')
             print(f'{impl} seed {seed}: test accuracy '

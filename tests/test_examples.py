@@ -4,6 +4,7 @@ import runpy
 import sys
 
 import pytest
+import torch
 
 EXAMPLES = osp.join(osp.dirname(__file__), '..', 'examples')
 
@@ -90,3 +91,21 @@ def test_cora_example_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         cora['main'](['--epochs', '0'])
     assert 'at least 1' in capsys.readouterr().err
+
+
+def test_lockstep_training_matches_training_alone(planetoid_root):
+    # --compare trains both in lockstep, each on its own random stream:
+    # the model trained next to PyG's is the one trained alone.
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    dataset = cora['load_dataset']('Cora', planetoid_root)
+    data = dataset[0]
+    alone = cora['run'](data, dataset.num_classes, 'ext', seed=1, epochs=4,
+                        progress=False)
+    trainers = [cora['Trainer'](data, dataset.num_classes, impl, seed=1)
+                for impl in ['pyg', 'ext']]
+    _, ext = cora['train'](trainers, epochs=4, progress=False)
+    assert ext.epochs == alone.epochs == 4
+    assert ext.acc == alone.acc
+    expected = alone.model.state_dict()
+    for name, value in ext.model.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
