@@ -82,6 +82,10 @@ struct Graph {
   const index_t* pos_eid;
   int64_t num_nodes, num_edges, num_loops;
   bool skip_self_loops;
+  // The slot of each position in the per-edge backward buffer (the CSC
+  // position of the edge): `csc_pos` by target, the position itself (null)
+  // by source. The implicit loop of node i has slot E + i.
+  const index_t* slot_of = nullptr;
 };
 
 constexpr int64_t kPrefetch = 8;  // Edges ahead whose rows are prefetched.
@@ -94,10 +98,11 @@ inline void prefetch_row(const void* p, int64_t bytes) {
 
 // The counted edges of one node (neighbour, edge id), the implicit
 // self-loop last, gathered into per-thread buffers with room for [n, H]
-// scores and weights; `skipped(edge id)` is called for each left-out edge.
+// scores and weights; `skipped(edge id, slot)` is called for each left-out
+// edge.
 template <typename acc_t>
 struct NodeEdges {
-  std::vector<int64_t> nbr, id;
+  std::vector<int64_t> nbr, id, slot;
   std::vector<acc_t> z, w, t;
   int64_t n = 0;
 
@@ -108,6 +113,7 @@ struct NodeEdges {
     if (nbr.size() < cap) {
       nbr.resize(cap);
       id.resize(cap);
+      slot.resize(cap);
       z.resize(cap * H);
       w.resize(cap * H);
       t.resize(cap * H);
@@ -115,15 +121,18 @@ struct NodeEdges {
     n = 0;
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t j = g.nbr[p], e = g.pos_eid[p];
+      const int64_t at = g.slot_of ? static_cast<int64_t>(g.slot_of[p]) : p;
       if (g.skip_self_loops && j == i) {
-        skipped(e);
+        skipped(e, at);
         continue;
       }
       nbr[n] = j;
+      slot[n] = at;
       id[n++] = e;
     }
     if (i < g.num_loops) {
       nbr[n] = i;
+      slot[n] = g.num_edges + i;
       id[n++] = g.num_edges + i;
     }
   }
@@ -173,7 +182,7 @@ void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
 }
 
 struct Inputs {
-  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t;
+  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t, csc_pos;
   std::optional<at::Tensor> edge_score;
   int64_t num_src, num_dst, heads, channels, num_edges, num_loops;
 };
@@ -184,7 +193,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
                     const at::Tensor& ptr, const at::Tensor& src,
                     const at::Tensor& eid, const at::Tensor& ptr_t,
                     const at::Tensor& dst_t, const at::Tensor& eid_t,
-                    int64_t num_loops) {
+                    const at::Tensor& csc_pos, int64_t num_loops) {
   TORCH_CHECK(x.dim() == 3, "gat_attention: x must be [N_src, H, C]");
   Inputs in;
   in.num_src = x.size(0);
@@ -199,15 +208,18 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   TORCH_CHECK(ptr_t.numel() == in.num_src + 1 && in.num_dst >= 0,
               "gat_attention: ptr_t must have N_src + 1 entries");
   TORCH_CHECK(eid.numel() == in.num_edges && dst_t.numel() == in.num_edges &&
-                  eid_t.numel() == in.num_edges,
+                  eid_t.numel() == in.num_edges &&
+                  csc_pos.numel() == in.num_edges,
               "gat_attention: the index tensors differ in length");
   const auto index_type = src.scalar_type();
-  TORCH_CHECK((index_type == at::kInt || index_type == at::kLong) &&
-                  eid.scalar_type() == index_type &&
-                  dst_t.scalar_type() == index_type &&
-                  eid_t.scalar_type() == index_type,
-              "gat_attention: src, eid, dst_t and eid_t must share one "
-              "integer type (int32 or int64)");
+  TORCH_CHECK(
+      (index_type == at::kInt || index_type == at::kLong) &&
+          eid.scalar_type() == index_type &&
+          dst_t.scalar_type() == index_type &&
+          eid_t.scalar_type() == index_type &&
+          csc_pos.scalar_type() == index_type,
+      "gat_attention: src, eid, dst_t, eid_t and csc_pos must share one "
+      "integer type (int32 or int64)");
   TORCH_CHECK(a_src.sizes() == at::IntArrayRef({in.num_src, in.heads}) &&
                   a_dst.sizes() == at::IntArrayRef({in.num_dst, in.heads}),
               "gat_attention: a_src must be [N_src, H], a_dst [N_dst, H]");
@@ -228,6 +240,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.ptr_t = ptr_t.contiguous();
   in.dst_t = dst_t.contiguous();
   in.eid_t = eid_t.contiguous();
+  in.csc_pos = csc_pos.contiguous();
   // A corrupt grouping must not send a kernel out of bounds: pointers must
   // be sorted from 0 to E and indices in range (linear scans, cheap next to
   // the E * H * C work of the kernels).
@@ -244,7 +257,8 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
         {&in.src, in.num_src},
         {&in.eid, in.num_edges},
         {&in.dst_t, in.num_dst},
-        {&in.eid_t, in.num_edges}};
+        {&in.eid_t, in.num_edges},
+        {&in.csc_pos, in.num_edges}};
     for (const auto& [t, bound] : ranges) {
       const index_t* d = t->data_ptr<index_t>();
       bool ok = true;
@@ -271,7 +285,11 @@ struct Scores {
     if (edge_score) z += static_cast<acc_t>(edge_score[id * heads + h]);
     return z;
   }
-  acc_t leaky(acc_t z) const { return z > acc_t(0) ? z : z * slope; }
+  // Branch-free (so that loops over heads vectorise), exactly z or
+  // z * slope, NaN preserved.
+  acc_t leaky(acc_t z) const {
+    return std::max(z, acc_t(0)) + slope * std::min(z, acc_t(0));
+  }
 };
 
 template <typename index_t>
@@ -282,7 +300,8 @@ Graph<index_t> by_target(const Inputs& in, bool skip) {
           in.num_dst,
           in.num_edges,
           in.num_loops,
-          skip};
+          skip,
+          in.csc_pos.data_ptr<index_t>()};
 }
 
 template <typename index_t>
@@ -304,15 +323,24 @@ Scores<scalar_t, acc_t> scores_of(const Inputs& in, double negative_slope) {
 }
 
 // The raw scores z[k, h] of the gathered edges of `node`, which is their
-// target (`as_target`) or their source.
+// target (`as_target`) or their source. Meanwhile the neighbours' feature
+// rows in `rows` (`row_bytes` each) that the node will read next are
+// prefetched, the first kEarly of them here, the rest by the caller's loop.
+constexpr int64_t kEarly = 64;
+
 template <int HT, typename scalar_t, typename acc_t>
 void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
-                int64_t node, bool as_target) {
+                int64_t node, bool as_target, const void* rows,
+                int64_t row_bytes) {
   const int64_t H = HT > 0 ? HT : sc.heads;
   const scalar_t* own = (as_target ? sc.a_dst : sc.a_src) + node * H;
   const scalar_t* other = as_target ? sc.a_src : sc.a_dst;
+  const char* row_base = static_cast<const char*>(rows);
+  for (int64_t k = 0; k < std::min(ne.n, kPrefetch); ++k)
+    prefetch(other + ne.nbr[k] * H);
   for (int64_t k = 0; k < ne.n; ++k) {
     if (k + kPrefetch < ne.n) prefetch(other + ne.nbr[k + kPrefetch] * H);
+    if (k < kEarly) prefetch_row(row_base + ne.nbr[k] * row_bytes, row_bytes);
     const scalar_t* o = other + ne.nbr[k] * H;
     acc_t* z = ne.z.data() + k * H;
     for (int64_t h = 0; h < H; ++h)
@@ -366,23 +394,29 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
     NodeEdges<acc_t> ne;
     std::vector<acc_t> m(H), s(H), acc(H * C);
     for (int64_t i = i0; i < i1; ++i) {
-      ne.gather(graph, i, H, [&](int64_t id) {
+      ne.gather(graph, i, H, [&](int64_t id, int64_t) {
         if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
       });
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, i, true);
+      raw_scores<HT>(sc, ne, i, true, x, row_bytes);
       std::fill(m.begin(), m.end(), -inf);
+      std::fill(s.begin(), s.end(), acc_t(0));  // NaN flags, then sums.
       for (int64_t k = 0; k < n; ++k) {
         acc_t* z = ne.z.data() + k * H;
         for (int64_t h = 0; h < H; ++h) {
           const acc_t e = sc.leaky(z[h]);
-          m[h] = (e > m[h] || e != e) ? e : m[h];  // NaN sticks.
+          m[h] = std::max(m[h], e);
+          s[h] += e != e ? acc_t(1) : acc_t(0);
         }
       }
       acc_t* li = pl + i * H;
       for (int64_t h = 0; h < H; ++h) {
+        // The reference point of the exponentials; NaN makes all NaN.
+        li[h] = s[h] > acc_t(0)
+                    ? s[h] * std::numeric_limits<acc_t>::quiet_NaN()
+                : m[h] == -inf ? acc_t(0)
+                               : m[h];
         s[h] = acc_t(0);
-        li[h] = m[h] == -inf ? acc_t(0) : m[h];  // Reference point.
       }
       for (int64_t k = 0; k < n; ++k) {
         const acc_t* z = ne.z.data() + k * H;
@@ -409,7 +443,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
 
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
-        if (k + kPrefetch < n)
+        if (k + kPrefetch < n && k + kPrefetch >= kEarly)
           prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
         const scalar_t* xj = x + ne.nbr[k] * H * C;
         const acc_t* w = ne.w.data() + k * H;
@@ -452,17 +486,17 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
     NodeEdges<acc_t> ne;
     std::vector<acc_t> d(H), gi(H * C);
     for (int64_t i = i0; i < i1; ++i) {
-      ne.gather(graph, i, H, [&](int64_t id) {
-        std::fill(pz + id * H, pz + (id + 1) * H, acc_t(0));
+      ne.gather(graph, i, H, [&](int64_t, int64_t at) {
+        std::fill(pz + at * 2 * H, pz + (at + 1) * 2 * H, acc_t(0));
       });
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, i, true);
+      raw_scores<HT>(sc, ne, i, true, x, row_bytes);
       attention<HT>(sc, drop, ne, pl + i * H, false, false);
       for (int64_t k = 0; k < H * C; ++k)
         gi[k] = static_cast<acc_t>(go[i * H * C + k]);
       std::fill(d.begin(), d.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
-        if (k + kPrefetch < n)
+        if (k + kPrefetch < n && k + kPrefetch >= kEarly)
           prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
         const scalar_t* xj = x + ne.nbr[k] * H * C;
         const acc_t* a = ne.w.data() + k * H;
@@ -489,55 +523,59 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
         const acc_t* z = ne.z.data() + k * H;
         const acc_t* a = ne.w.data() + k * H;
         const acc_t* ga = ne.t.data() + k * H;
-        acc_t* out = pz + ne.id[k] * H;
+        acc_t* out = pz + ne.slot[k] * 2 * H;
         for (int64_t h = 0; h < H; ++h) {
           const acc_t g =
               a[h] * (ga[h] - d[h]) * (z[h] > acc_t(0) ? acc_t(1) : sc.slope);
           out[h] = g;
+          out[H + h] = a[h];
           gd[h] += g;
         }
+        if (drop.active)
+          for (int64_t h = 0; h < H; ++h)
+            out[H + h] *= drop.factor<acc_t>(ne.id[k], h);
       }
     }
   });
 }
 
 // Backward, pass over sources: for source j, grad_a_src sums the score
-// gradients of its edges and grad_x_j = sum_i alpha * dropout * g_i, with
-// alpha recomputed from the saved log-sum-exp of each target i.
+// gradients of its edges and grad_x_j = sum_i w_ji * g_i, with the score
+// gradient and the weight w = alpha * dropout that the target pass stored
+// side by side per edge (one gathered line per edge, no recomputation).
 template <typename scalar_t, typename index_t, int HT>
-void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
-                            const Dropout& drop, const at::Tensor& grad_out,
-                            const at::Tensor& lse, const at::Tensor& dz,
+void backward_source_kernel(const Inputs& in, bool skip,
+                            const at::Tensor& grad_out, const at::Tensor& dzw,
                             at::Tensor& grad_x, at::Tensor& grad_src) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
   const auto graph = by_source<index_t>(in, skip);
-  const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
-  const acc_t* pl = lse.data_ptr<acc_t>();
-  const acc_t* pz = dz.data_ptr<acc_t>();
+  const acc_t* pz = dzw.data_ptr<acc_t>();
   scalar_t* px = grad_x.data_ptr<scalar_t>();
   acc_t* ps = grad_src.data_ptr<acc_t>();
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
     std::vector<acc_t> acc(H * C);
+    auto fetch = [&](int64_t k) {
+      prefetch_row(pz + ne.slot[k] * 2 * H, 2 * H * sizeof(acc_t));
+      prefetch_row(go + ne.nbr[k] * H * C, row_bytes);
+    };
     for (int64_t j = j0; j < j1; ++j) {
-      ne.gather(graph, j, H, [](int64_t) {});
+      ne.gather(graph, j, H, [](int64_t, int64_t) {});
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, j, false);
-      attention<HT>(sc, drop, ne, pl, true, true);
+      for (int64_t k = 0; k < std::min(n, kEarly); ++k) fetch(k);
       acc_t* gs = ps + j * H;
       for (int64_t h = 0; h < H; ++h) gs[h] = acc_t(0);
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
-        if (k + kPrefetch < n)
-          prefetch_row(go + ne.nbr[k + kPrefetch] * H * C, row_bytes);
-        const acc_t* g = pz + ne.id[k] * H;
+        if (k + kPrefetch < n && k + kPrefetch >= kEarly) fetch(k + kPrefetch);
+        const acc_t* g = pz + ne.slot[k] * 2 * H;
+        const acc_t* w = g + H;
         for (int64_t h = 0; h < H; ++h) gs[h] += g[h];
         const scalar_t* gi = go + ne.nbr[k] * H * C;
-        const acc_t* w = ne.w.data() + k * H;
         for (int64_t h = 0; h < H; ++h) {
           acc_t* ah = acc.data() + h * C;
           const scalar_t* gh = gi + h * C;
@@ -556,11 +594,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
     const std::optional<at::Tensor>& edge_score, const at::Tensor& ptr,
     const at::Tensor& src, const at::Tensor& eid, const at::Tensor& ptr_t,
-    const at::Tensor& dst_t, const at::Tensor& eid_t, int64_t num_loops,
-    bool skip_self_loops, double negative_slope, double dropout, int64_t seed0,
-    int64_t seed1, bool need_alpha) {
+    const at::Tensor& dst_t, const at::Tensor& eid_t,
+    const at::Tensor& csc_pos, int64_t num_loops, bool skip_self_loops,
+    double negative_slope, double dropout, int64_t seed0, int64_t seed1,
+    bool need_alpha) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, num_loops);
+                                 ptr_t, dst_t, eid_t, csc_pos, num_loops);
   const Dropout drop(dropout, seed0, seed1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   auto out = at::empty({in.num_dst, in.heads, in.channels}, x.options());
@@ -587,10 +626,10 @@ gat_attention_backward_cpu(
     const std::optional<at::Tensor>& edge_score, const at::Tensor& lse,
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& eid,
     const at::Tensor& ptr_t, const at::Tensor& dst_t, const at::Tensor& eid_t,
-    int64_t num_loops, bool skip_self_loops, double negative_slope,
-    double dropout, int64_t seed0, int64_t seed1) {
+    const at::Tensor& csc_pos, int64_t num_loops, bool skip_self_loops,
+    double negative_slope, double dropout, int64_t seed0, int64_t seed1) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, num_loops);
+                                 ptr_t, dst_t, eid_t, csc_pos, num_loops);
   const Dropout drop(dropout, seed0, seed1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   TORCH_CHECK(
@@ -610,7 +649,8 @@ gat_attention_backward_cpu(
     ga = grad_alpha->to(x.scalar_type()).contiguous();
   }
   const auto acc_options = x.options().dtype(acc_type);
-  auto dz = at::empty({in.num_edges + num_loops, in.heads}, acc_options);
+  // Per edge id: the score gradient and the weight alpha * dropout.
+  auto dz = at::empty({in.num_edges + num_loops, 2, in.heads}, acc_options);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_src = at::empty({in.num_src, in.heads}, acc_options);
   auto grad_x = at::empty_like(in.x);
@@ -625,14 +665,21 @@ gat_attention_backward_cpu(
                     in, skip_self_loops, negative_slope, drop, g,
                     ga ? ga->data_ptr<scalar_t>() : nullptr, l, dz, grad_dst);
                 backward_source_kernel<scalar_t, index_t, HT>(
-                    in, skip_self_loops, negative_slope, drop, g, l, dz,
-                    grad_x, grad_src);
+                    in, skip_self_loops, g, dz, grad_x, grad_src);
               });
             });
       });
-  auto grad_edge = edge_score.has_value()
-                       ? dz.to(x.scalar_type())
-                       : at::empty({0, in.heads}, x.options());
+  // The score gradients back from slot (CSC) order to edge-id order.
+  auto grad_edge = at::empty({0, in.heads}, x.options());
+  if (edge_score.has_value()) {
+    auto scores = dz.select(1, 0);
+    auto order = at::cat({in.eid_t.to(at::kLong),
+                          at::arange(in.num_edges, in.num_edges + num_loops,
+                                     in.eid_t.options().dtype(at::kLong))});
+    grad_edge = at::empty({in.num_edges + num_loops, in.heads}, acc_options)
+                    .index_copy_(0, order, scores)
+                    .to(x.scalar_type());
+  }
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),
           grad_edge};
 }
@@ -643,14 +690,15 @@ TORCH_LIBRARY_FRAGMENT(pyg_gat_ext_cpu, m) {
   m.def(
       "gat_attention(Tensor x, Tensor a_src, Tensor a_dst, "
       "Tensor? edge_score, Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, "
-      "Tensor dst_t, Tensor eid_t, int num_loops, bool skip_self_loops, "
+      "Tensor dst_t, Tensor eid_t, Tensor csc_pos, int num_loops, "
+      "bool skip_self_loops, "
       "float negative_slope, float dropout, int seed0, int seed1, "
       "bool need_alpha) -> (Tensor, Tensor, Tensor)");
   m.def(
       "gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, "
       "Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, "
       "Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, Tensor dst_t, "
-      "Tensor eid_t, int num_loops, bool skip_self_loops, "
+      "Tensor eid_t, Tensor csc_pos, int num_loops, bool skip_self_loops, "
       "float negative_slope, float dropout, int seed0, int seed1) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
 }
