@@ -82,9 +82,10 @@ struct Graph {
   const index_t* pos_eid;
   int64_t num_nodes, num_edges, num_loops;
   bool skip_self_loops;
-  // The slot of each position in the per-edge backward buffer (the CSC
-  // position of the edge): `csc_pos` by target, the position itself (null)
-  // by source. The implicit loop of node i has slot E + i.
+  // The slot of each position in the per-edge backward buffer (the CSR
+  // position of the edge, so that the target pass writes it in order): the
+  // position itself (null) by target, `csr_pos` by source. The implicit
+  // loop of node i has slot E + i.
   const index_t* slot_of = nullptr;
 };
 
@@ -182,7 +183,7 @@ void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
 }
 
 struct Inputs {
-  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t, csc_pos;
+  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t, csr_pos;
   std::optional<at::Tensor> edge_score;
   int64_t num_src, num_dst, heads, channels, num_edges, num_loops;
 };
@@ -193,7 +194,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
                     const at::Tensor& ptr, const at::Tensor& src,
                     const at::Tensor& eid, const at::Tensor& ptr_t,
                     const at::Tensor& dst_t, const at::Tensor& eid_t,
-                    const at::Tensor& csc_pos, int64_t num_loops) {
+                    const at::Tensor& csr_pos, int64_t num_loops) {
   TORCH_CHECK(x.dim() == 3, "gat_attention: x must be [N_src, H, C]");
   Inputs in;
   in.num_src = x.size(0);
@@ -209,7 +210,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
               "gat_attention: ptr_t must have N_src + 1 entries");
   TORCH_CHECK(eid.numel() == in.num_edges && dst_t.numel() == in.num_edges &&
                   eid_t.numel() == in.num_edges &&
-                  csc_pos.numel() == in.num_edges,
+                  csr_pos.numel() == in.num_edges,
               "gat_attention: the index tensors differ in length");
   const auto index_type = src.scalar_type();
   TORCH_CHECK(
@@ -217,8 +218,8 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
           eid.scalar_type() == index_type &&
           dst_t.scalar_type() == index_type &&
           eid_t.scalar_type() == index_type &&
-          csc_pos.scalar_type() == index_type,
-      "gat_attention: src, eid, dst_t, eid_t and csc_pos must share one "
+          csr_pos.scalar_type() == index_type,
+      "gat_attention: src, eid, dst_t, eid_t and csr_pos must share one "
       "integer type (int32 or int64)");
   TORCH_CHECK(a_src.sizes() == at::IntArrayRef({in.num_src, in.heads}) &&
                   a_dst.sizes() == at::IntArrayRef({in.num_dst, in.heads}),
@@ -240,7 +241,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.ptr_t = ptr_t.contiguous();
   in.dst_t = dst_t.contiguous();
   in.eid_t = eid_t.contiguous();
-  in.csc_pos = csc_pos.contiguous();
+  in.csr_pos = csr_pos.contiguous();
   // A corrupt grouping must not send a kernel out of bounds: pointers must
   // be sorted from 0 to E and indices in range (linear scans, cheap next to
   // the E * H * C work of the kernels).
@@ -258,7 +259,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
         {&in.eid, in.num_edges},
         {&in.dst_t, in.num_dst},
         {&in.eid_t, in.num_edges},
-        {&in.csc_pos, in.num_edges}};
+        {&in.csr_pos, in.num_edges}};
     for (const auto& [t, bound] : ranges) {
       const index_t* d = t->data_ptr<index_t>();
       bool ok = true;
@@ -300,8 +301,7 @@ Graph<index_t> by_target(const Inputs& in, bool skip) {
           in.num_dst,
           in.num_edges,
           in.num_loops,
-          skip,
-          in.csc_pos.data_ptr<index_t>()};
+          skip};
 }
 
 template <typename index_t>
@@ -312,7 +312,8 @@ Graph<index_t> by_source(const Inputs& in, bool skip) {
           in.num_src,
           in.num_edges,
           in.num_loops,
-          skip};
+          skip,
+          in.csr_pos.data_ptr<index_t>()};
 }
 
 template <typename scalar_t, typename acc_t>
@@ -595,11 +596,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
     const std::optional<at::Tensor>& edge_score, const at::Tensor& ptr,
     const at::Tensor& src, const at::Tensor& eid, const at::Tensor& ptr_t,
     const at::Tensor& dst_t, const at::Tensor& eid_t,
-    const at::Tensor& csc_pos, int64_t num_loops, bool skip_self_loops,
+    const at::Tensor& csr_pos, int64_t num_loops, bool skip_self_loops,
     double negative_slope, double dropout, int64_t seed0, int64_t seed1,
     bool need_alpha) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, csc_pos, num_loops);
+                                 ptr_t, dst_t, eid_t, csr_pos, num_loops);
   const Dropout drop(dropout, seed0, seed1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   auto out = at::empty({in.num_dst, in.heads, in.channels}, x.options());
@@ -626,10 +627,10 @@ gat_attention_backward_cpu(
     const std::optional<at::Tensor>& edge_score, const at::Tensor& lse,
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& eid,
     const at::Tensor& ptr_t, const at::Tensor& dst_t, const at::Tensor& eid_t,
-    const at::Tensor& csc_pos, int64_t num_loops, bool skip_self_loops,
+    const at::Tensor& csr_pos, int64_t num_loops, bool skip_self_loops,
     double negative_slope, double dropout, int64_t seed0, int64_t seed1) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, csc_pos, num_loops);
+                                 ptr_t, dst_t, eid_t, csr_pos, num_loops);
   const Dropout drop(dropout, seed0, seed1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   TORCH_CHECK(
@@ -669,11 +670,11 @@ gat_attention_backward_cpu(
               });
             });
       });
-  // The score gradients back from slot (CSC) order to edge-id order.
+  // The score gradients back from slot (CSR) order to edge-id order.
   auto grad_edge = at::empty({0, in.heads}, x.options());
   if (edge_score.has_value()) {
     auto scores = dz.select(1, 0);
-    auto order = at::cat({in.eid_t.to(at::kLong),
+    auto order = at::cat({in.eid.to(at::kLong),
                           at::arange(in.num_edges, in.num_edges + num_loops,
                                      in.eid_t.options().dtype(at::kLong))});
     grad_edge = at::empty({in.num_edges + num_loops, in.heads}, acc_options)
@@ -690,7 +691,7 @@ TORCH_LIBRARY_FRAGMENT(pyg_gat_ext_cpu, m) {
   m.def(
       "gat_attention(Tensor x, Tensor a_src, Tensor a_dst, "
       "Tensor? edge_score, Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, "
-      "Tensor dst_t, Tensor eid_t, Tensor csc_pos, int num_loops, "
+      "Tensor dst_t, Tensor eid_t, Tensor csr_pos, int num_loops, "
       "bool skip_self_loops, "
       "float negative_slope, float dropout, int seed0, int seed1, "
       "bool need_alpha) -> (Tensor, Tensor, Tensor)");
@@ -698,7 +699,7 @@ TORCH_LIBRARY_FRAGMENT(pyg_gat_ext_cpu, m) {
       "gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, "
       "Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, "
       "Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, Tensor dst_t, "
-      "Tensor eid_t, Tensor csc_pos, int num_loops, bool skip_self_loops, "
+      "Tensor eid_t, Tensor csr_pos, int num_loops, bool skip_self_loops, "
       "float negative_slope, float dropout, int seed0, int seed1) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
 }

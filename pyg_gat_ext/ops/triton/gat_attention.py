@@ -286,7 +286,7 @@ def _config(x: Tensor, dropout: float, negative_slope: float):
 def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
                   edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
                   eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
-                  csc_pos: Tensor,
+                  csr_pos: Tensor,
                   num_loops: int, skip_self_loops: bool,
                   negative_slope: float, dropout: float,
                   seed: Tuple[int, int],
@@ -313,7 +313,7 @@ def gat_attention_backward(
         a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
         lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
         dst_t: Tensor, eid_t: Tensor,
-        csc_pos: Tensor, num_loops: int, skip_self_loops: bool,
+        csr_pos: Tensor, num_loops: int, skip_self_loops: bool,
         negative_slope: float, dropout: float, seed: Tuple[int, int]
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src`: returns the
