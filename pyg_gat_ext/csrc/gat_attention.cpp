@@ -371,6 +371,18 @@ void attention(const Scores<scalar_t, acc_t>& sc, const Dropout& drop,
   }
 }
 
+// acc[h, c] += w[h] * row[h, c]: a gathered [H, C] row weighted per head.
+template <int HT, typename scalar_t, typename acc_t>
+inline void add_weighted_row(acc_t* acc, const acc_t* w, const scalar_t* row,
+                             int64_t heads, int64_t C) {
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* ah = acc + h * C;
+    const scalar_t* rh = row + h * C;
+    for (int64_t c = 0; c < C; ++c) ah[c] += w[h] * static_cast<acc_t>(rh[c]);
+  }
+}
+
 // Forward: one worker per block of targets. For target i: the scores of
 // its edges (one gather of a_src rows), their maximum and sum of exp per
 // head (the log-sum-exp, saved), the attention weights (times the dropout
@@ -446,18 +458,10 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       for (int64_t k = 0; k < n; ++k) {
         if (k + kPrefetch < n && k + kPrefetch >= kEarly)
           prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
-        const scalar_t* xj = x + ne.nbr[k] * H * C;
-        const acc_t* w = ne.w.data() + k * H;
-        for (int64_t h = 0; h < H; ++h) {
-          acc_t* ah = acc.data() + h * C;
-          const scalar_t* xh = xj + h * C;
-          for (int64_t c = 0; c < C; ++c)
-            ah[c] += w[h] * static_cast<acc_t>(xh[c]);
-        }
+        add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
+                             x + ne.nbr[k] * H * C, H, C);
       }
-      scalar_t* oi = po + i * H * C;
-      for (int64_t k = 0; k < H * C; ++k)
-        oi[k] = static_cast<scalar_t>(acc[k]);
+      std::copy(acc.begin(), acc.end(), po + i * H * C);
     }
   });
 }
@@ -576,17 +580,9 @@ void backward_source_kernel(const Inputs& in, bool skip,
         const acc_t* g = pz + ne.slot[k] * 2 * H;
         const acc_t* w = g + H;
         for (int64_t h = 0; h < H; ++h) gs[h] += g[h];
-        const scalar_t* gi = go + ne.nbr[k] * H * C;
-        for (int64_t h = 0; h < H; ++h) {
-          acc_t* ah = acc.data() + h * C;
-          const scalar_t* gh = gi + h * C;
-          for (int64_t c = 0; c < C; ++c)
-            ah[c] += w[h] * static_cast<acc_t>(gh[c]);
-        }
+        add_weighted_row<HT>(acc.data(), w, go + ne.nbr[k] * H * C, H, C);
       }
-      scalar_t* xj = px + j * H * C;
-      for (int64_t k = 0; k < H * C; ++k)
-        xj[k] = static_cast<scalar_t>(acc[k]);
+      std::copy(acc.begin(), acc.end(), px + j * H * C);
     }
   });
 }

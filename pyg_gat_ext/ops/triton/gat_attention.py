@@ -79,6 +79,30 @@ def _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask, slope, H,
 
 
 @triton.jit
+def _program(ptr_ptr, param_ptr, num_loops, H, C, ACC: tl.constexpr,
+             BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
+             BLOCK_C: tl.constexpr):
+    # What every program starts from: its node, the range of its positions
+    # (`end` past `hi` when the node has an implicit self-loop), the head
+    # and [H, C] tile indices and masks, the slope and dropout scale, and the
+    # node repeated over a block of edges.
+    node = tl.program_id(0).to(tl.int64)
+    lo = tl.load(ptr_ptr + node)
+    hi = tl.load(ptr_ptr + node + 1)
+    end = hi + (node < num_loops).to(hi.dtype)
+    heads = tl.arange(0, BLOCK_H)
+    hmask = heads < H
+    chans = tl.arange(0, BLOCK_C)
+    xmask = hmask[:, None] & (chans < C)[None, :]
+    tile = heads[:, None] * C + chans[None, :]
+    slope = tl.load(param_ptr).to(ACC)
+    scale = tl.load(param_ptr + 1).to(ACC)
+    nodes = tl.zeros([BLOCK_E], tl.int64) + node
+    return (node, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
+            nodes)
+
+
+@triton.jit
 def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
              out_ptr, lse_ptr, alpha_ptr, param_ptr, num_edges, num_loops,
              k0, k1, threshold, H, C, HAS_EDGE: tl.constexpr,
@@ -90,17 +114,9 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
     the scores of target :obj:`i`'s edges per head (first walk, online), then
     :obj:`out[i] = sum_j alpha_ji * dropout * x_j` (second walk), and the
     weights by edge id if :obj:`NEED_ALPHA`."""
-    i = tl.program_id(0).to(tl.int64)
-    lo = tl.load(ptr_ptr + i)
-    hi = tl.load(ptr_ptr + i + 1)
-    end = hi + (i < num_loops).to(hi.dtype)
-    heads = tl.arange(0, BLOCK_H)
-    hmask = heads < H
-    chans = tl.arange(0, BLOCK_C)
-    cmask = chans < C
-    slope = tl.load(param_ptr).to(ACC)
-    scale = tl.load(param_ptr + 1).to(ACC)
-    dst = tl.zeros([BLOCK_E], tl.int64) + i
+    (i, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
+     dst) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
+                     BLOCK_H, BLOCK_C)
 
     m = tl.full([BLOCK_H], float('-inf'), ACC)
     s = tl.zeros([BLOCK_H], ACC)
@@ -120,8 +136,6 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
     tl.store(lse_ptr + i * H + heads, lse, mask=hmask)
 
     acc = tl.zeros([BLOCK_H, BLOCK_C], ACC)
-    xmask = hmask[:, None] & cmask[None, :]
-    tile = heads[:, None] * C + chans[None, :]
     for start in range(lo, end, BLOCK_E):
         pos = start + tl.arange(0, BLOCK_E)
         src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
@@ -157,18 +171,9 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
     edge id while :obj:`D_i = sum alpha * g_alpha` accumulates, then turns
     it into the score gradient :obj:`alpha (g_alpha - D_i) LeakyReLU'(z)`
     (zero for left-out edges), summed into :obj:`grad_a_dst[i]`."""
-    i = tl.program_id(0).to(tl.int64)
-    lo = tl.load(ptr_ptr + i)
-    hi = tl.load(ptr_ptr + i + 1)
-    end = hi + (i < num_loops).to(hi.dtype)
-    heads = tl.arange(0, BLOCK_H)
-    hmask = heads < H
-    chans = tl.arange(0, BLOCK_C)
-    xmask = hmask[:, None] & (chans < C)[None, :]
-    tile = heads[:, None] * C + chans[None, :]
-    slope = tl.load(param_ptr).to(ACC)
-    scale = tl.load(param_ptr + 1).to(ACC)
-    dst = tl.zeros([BLOCK_E], tl.int64) + i
+    (i, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
+     dst) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
+                     BLOCK_H, BLOCK_C)
     lse = tl.load(lse_ptr + i * H + heads, mask=hmask, other=0.0).to(ACC)
     gi = tl.load(go_ptr + i * (H * C) + tile, mask=xmask, other=0.0).to(ACC)
 
@@ -225,18 +230,9 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
     source :obj:`j`'s edges into :obj:`grad_a_src[j]` and computes
     :obj:`grad_x[j] = sum_i alpha_ji * dropout * g_i`, the attention
     recomputed from each target's log-sum-exp."""
-    j = tl.program_id(0).to(tl.int64)
-    lo = tl.load(ptr_ptr + j)
-    hi = tl.load(ptr_ptr + j + 1)
-    end = hi + (j < num_loops).to(hi.dtype)
-    heads = tl.arange(0, BLOCK_H)
-    hmask = heads < H
-    chans = tl.arange(0, BLOCK_C)
-    xmask = hmask[:, None] & (chans < C)[None, :]
-    tile = heads[:, None] * C + chans[None, :]
-    slope = tl.load(param_ptr).to(ACC)
-    scale = tl.load(param_ptr + 1).to(ACC)
-    src = tl.zeros([BLOCK_E], tl.int64) + j
+    (j, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
+     src) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
+                     BLOCK_H, BLOCK_C)
 
     gs = tl.zeros([BLOCK_H], ACC)
     acc = tl.zeros([BLOCK_H, BLOCK_C], ACC)
