@@ -109,3 +109,15 @@ def test_lockstep_training_matches_training_alone(planetoid_root):
     expected = alone.model.state_dict()
     for name, value in ext.model.state_dict().items():
         torch.testing.assert_close(value, expected[name])
+
+
+def test_paired_ms_uses_the_epochs_both_trained():
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    Result = cora['Result']
+    # PyG stops after 3 epochs; ours runs alone for 2 more, slower.
+    ext = Result(0.8, 0.0, None, 5, None, (0.1, 0.1, 0.1, 0.9, 0.9))
+    pyg = Result(0.8, 0.0, None, 3, None, (0.2, 0.2, 0.2))
+    ms = cora['paired_ms']({'ext': [ext], 'pyg': [pyg]})
+    assert ms == {'ext': [100.0], 'pyg': [200.0]}
+    table = cora['summary_table']({'ext': [ext], 'pyg': [pyg]})
+    assert '100.0' in table and 'n/a' in table
