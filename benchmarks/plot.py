@@ -1,18 +1,22 @@
 r"""Plots a benchmark CSV from ``benchmarks/results/``: one column (e.g. the
 speed-up over PyG) against a size column, one line per configuration, one
-panel per value of a column (and per plotted column). Writes a PNG.
+panel per value of a column (and per plotted column). Writes a PNG. An x
+column holding text (e.g. the mode) gives grouped bars instead of lines.
 
 The segment-softmax sweep (one row per provider; ours against PyG)::
 
     python benchmarks/plot.py benchmarks/results/segment_softmax_cpu.csv \
         --where provider=ours --out docs/_static/segment_softmax_cpu.png
 
-A sweep with one row per configuration, e.g. a GATConv benchmark with
-``speedup`` and ``memory_ratio`` columns::
+A benchmark with one row per configuration and ``speedup`` and
+``memory_ratio`` columns, as ``benchmarks/nn/gat_conv.py`` writes: against
+the number of nodes, or as bars per mode::
 
     python benchmarks/plot.py benchmarks/results/gat_conv_cpu.csv \
-        --x nodes --y speedup memory_ratio --lines heads --panels mode \
-        --out docs/_static/gat_conv_cpu.png
+        --x nodes --y speedup memory_ratio --lines graph heads --panels mode
+    python benchmarks/plot.py benchmarks/results/gat_conv_cpu.csv \
+        --x mode --y speedup memory_ratio --lines graph heads channels \
+        --panels '' --out docs/_static/gat_conv_cpu.png
 """
 import argparse
 import csv
@@ -82,9 +86,14 @@ def plot(rows, x, ys, lines=(), panels=None, baseline=1.0, title=None,
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows), layout='constrained')
     xs = [r[x] for r in rows]
+    # Text in the x column (e.g. a mode): grouped bars instead of lines.
+    categorical = not all(isinstance(v, (int, float)) for v in xs)
+    categories = list(dict.fromkeys(str(v) for v in xs))
+    if categorical:
+        rows = [{**r, x: str(r[x])} for r in rows]
     if logx is None:  # Log scale for sizes spanning two decades or more.
-        numeric = [v for v in xs if isinstance(v, (int, float)) and v > 0]
-        logx = len(numeric) == len(xs) and max(xs) >= 100 * min(xs)
+        logx = (not categorical and min(xs) > 0
+                and max(xs) >= 100 * min(xs))
     for i, (y, p) in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         series = defaultdict(dict)
@@ -99,10 +108,20 @@ def plot(rows, x, ys, lines=(), panels=None, baseline=1.0, title=None,
                     f'{f", {panels}={p}" if panels else ""}: pick one with '
                     f'--where or split them with --lines or --panels')
             series[line][r[x]] = r[y]
-        for line, points in sorted(series.items(), key=str):
+        ordered = sorted(series.items(), key=str)
+        for k, (line, points) in enumerate(ordered):
+            label = _label(lines, line) or y
+            if categorical:  # Grouped bars, one group per category.
+                width = 0.8 / len(ordered)
+                ax.bar([categories.index(v) - 0.4 + (k + 0.5) * width
+                        for v in points], list(points.values()), width,
+                       label=label)
+                continue
             px = sorted(points)
             ax.plot(px, [points[v] for v in px], marker='o', markersize=3,
-                    label=_label(lines, line) or y)
+                    label=label)
+        if categorical:
+            ax.set_xticks(range(len(categories)), categories)
         if baseline is not None:
             ax.axhline(baseline, color='black', linewidth=0.8,
                        linestyle='--', label=f'{baseline:g} (PyG)')
@@ -114,7 +133,11 @@ def plot(rows, x, ys, lines=(), panels=None, baseline=1.0, title=None,
         ax.set_ylabel(y)
         ax.set_title(f'{panels}={p}' if panels else y, fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if categorical:  # Bars fill the axes: the legend goes below.
+            ax.legend(fontsize=7, loc='upper center',
+                      bbox_to_anchor=(0.5, -0.22))
+        else:
+            ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return fig
@@ -154,7 +177,7 @@ def main(argv=None):
     fig = plot(rows, args.x, args.y, args.lines, args.panels or None,
                baseline, title)
     out = args.out or osp.splitext(args.csv)[0] + '.png'
-    fig.savefig(out, dpi=args.dpi)
+    fig.savefig(out, dpi=args.dpi, bbox_inches='tight')
     print(f'wrote {out}')
     return out
 

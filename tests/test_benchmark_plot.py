@@ -58,3 +58,19 @@ def test_plot_refuses_ambiguous_or_unknown_columns(plot_script):
         plot_script['select'](rows, ['provider=mine'])
     with pytest.raises(ValueError, match='column=value'):
         plot_script['select'](rows, ['provider'])
+
+
+def test_plot_text_x_column_gives_grouped_bars(plot_script, tmp_path):
+    path = tmp_path / 'modes.csv'
+    path.write_text('graph,mode,speedup\n'
+                    'uniform,forward,7.4\n'
+                    'uniform,forward+backward,3.9\n'
+                    'power_law,forward,5.1\n'
+                    'power_law,forward+backward,8.0\n')
+    rows = plot_script['read_rows'](str(path))
+    fig = plot_script['plot'](rows, 'mode', ['speedup'], ['graph'])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        'forward', 'forward+backward']
+    assert len(ax.patches) == 4  # Two bars per mode.
+    assert sorted(p.get_height() for p in ax.patches) == [3.9, 5.1, 7.4, 8.0]
