@@ -8,6 +8,10 @@ and later processes load the cached library. If
 the build fails (e.g. no compiler), one warning is issued and the
 pure-PyTorch reference runs instead; with ``PYG_GAT_EXT_REQUIRE_KERNELS=1``
 the failure is an error, which is how CI proves the kernels ran.
+
+``PYG_GAT_EXT_SANITIZE=address`` builds the kernels with AddressSanitizer
+into a cache of their own (run Python with the ASan runtime preloaded,
+``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``); CI runs the op tests so.
 """
 import glob
 import hashlib
@@ -48,7 +52,20 @@ def cache_dir() -> str:
     where = hashlib.sha1(CSRC.encode()).hexdigest()[:8]
     tag = (f'torch-{torch.__version__}-py{sys.version_info[0]}'
            f'{sys.version_info[1]}-cpu-{_cpu_tag()}-src-{where}')
+    if sanitizer():
+        tag += f'-{sanitizer()}'
+
     return osp.join(root, tag.replace('+', '_'))
+
+
+def sanitizer() -> str:
+    r"""The sanitizer the kernels are built with (``PYG_GAT_EXT_SANITIZE``,
+    only ``'address'``), or ``''``."""
+    name = os.environ.get('PYG_GAT_EXT_SANITIZE', '')
+    if name not in ('', 'address'):
+        raise ValueError(f"PYG_GAT_EXT_SANITIZE must be 'address' or unset "
+                         f"(got '{name}')")
+    return name
 
 
 def require_kernels() -> bool:
@@ -66,12 +83,15 @@ def load() -> bool:
         try:
             from torch.utils.cpp_extension import load as load_extension
             build_dir = cache_dir()
+            asan = []
+            if sanitizer():
+                asan = ['-fsanitize=address', '-fno-omit-frame-pointer']
             os.makedirs(build_dir, exist_ok=True)
             load_extension(
                 name='pyg_gat_ext_cpu',
                 sources=sorted(glob.glob(osp.join(CSRC, '*.cpp'))),
-                extra_cflags=['-O3', '-march=native', '-fopenmp'],
-                extra_ldflags=['-fopenmp'],
+                extra_cflags=['-O3', '-march=native', '-fopenmp'] + asan,
+                extra_ldflags=['-fopenmp'] + asan,
                 build_directory=build_dir,
                 is_python_module=False,
                 verbose=False,

@@ -71,3 +71,12 @@ def test_triton_that_does_not_import_falls_back(monkeypatch):
     with pytest.warns(RuntimeWarning, match='does not import'):
         assert kernel_backend(torch.device('cuda')) == 'reference'
     assert kernel_backend(torch.device('cuda')) == 'reference'  # Remembered.
+
+
+def test_sanitizer_build_has_its_own_cache(monkeypatch):
+    plain = _cpp.cache_dir()
+    monkeypatch.setenv('PYG_GAT_EXT_SANITIZE', 'address')
+    assert _cpp.cache_dir() == plain + '-address'
+    monkeypatch.setenv('PYG_GAT_EXT_SANITIZE', 'thread')
+    with pytest.raises(ValueError, match='PYG_GAT_EXT_SANITIZE'):
+        _cpp.cache_dir()
