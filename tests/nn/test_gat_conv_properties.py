@@ -153,3 +153,43 @@ def test_repeated_passes_do_not_grow_memory():
         pytest.skip('peak memory is not measurable on this platform')
     # The second round needs no more than the first (up to allocator noise).
     assert second.bytes <= first.bytes + 16 * 2**20
+
+
+def _pair(**kwargs):
+    torch.manual_seed(0)
+    ref = pyg_nn.GATConv(5, 3, heads=2, **kwargs)
+    ours = GATConv(5, 3, heads=2, fused=True, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+@pytest.mark.parametrize('case', [
+    'int32_index', 'noncontiguous', 'expanded', 'nan_feature', 'inf_feature',
+    'huge_logits'
+])
+def test_hostile_but_valid_input_as_pyg(case):
+    # Inputs that are legal but unusual get exactly PyG's result (NaN and
+    # Inf propagate as in PyG's softmax).
+    ref, ours = _pair()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 5, generator=g)
+    edge_index = torch.randint(0, 8, (2, 30), generator=g)
+    ref_index = edge_index
+    if case == 'int32_index':
+        edge_index = edge_index.int()
+    elif case == 'noncontiguous':
+        x = torch.randn(5, 8, generator=g).t()
+        edge_index = torch.randint(0, 8, (30, 2), generator=g).t()
+        ref_index = edge_index.contiguous()
+    elif case == 'expanded':
+        x = torch.randn(1, 5, generator=g).expand(8, 5)
+    elif case == 'nan_feature':
+        x[3, 1] = float('nan')
+    elif case == 'inf_feature':
+        x[2, 0] = float('inf')
+    elif case == 'huge_logits':
+        with torch.no_grad():
+            for conv in (ref, ours):
+                conv.att_src.mul_(1e4)
+    expected = ref(x, ref_index)
+    torch.testing.assert_close(ours(x, edge_index), expected, equal_nan=True)
