@@ -74,6 +74,7 @@ def test_triton_that_does_not_import_falls_back(monkeypatch):
 
 
 def test_sanitizer_build_has_its_own_cache(monkeypatch):
+    monkeypatch.delenv('PYG_GAT_EXT_SANITIZE', raising=False)
     plain = _cpp.cache_dir()
     monkeypatch.setenv('PYG_GAT_EXT_SANITIZE', 'address')
     assert _cpp.cache_dir() == plain + '-address'
