@@ -8,9 +8,10 @@
 // self-loop with edge id E + i; with skip_self_loops, explicit edges j -> j
 // do not count. The forward pass saves only the per-(node, head)
 // log-sum-exp of the scores; the backward pass recomputes the attention from
-// it: a pass over targets for the score gradients, then a pass over sources
-// for the source-side gradients, so that no gradient is accumulated with
-// atomics and the result does not depend on the thread count. Dropout
+// it: a pass over targets for the target-side gradients, then a pass over
+// sources (recomputing the attention again) for the source-side gradients,
+// storing nothing per edge, so that no gradient is accumulated with atomics
+// and the result does not depend on the thread count. Dropout
 // factors come from a counter-based hash of (seed, edge id, head),
 // regenerated in the backward pass and never stored.
 #include <ATen/ATen.h>
@@ -82,14 +83,7 @@ struct Graph {
   const index_t* pos_eid;
   int64_t num_nodes, num_edges, num_loops;
   bool skip_self_loops;
-  // The slot of each position in the per-edge backward buffer (the CSR
-  // position of the edge, so that the target pass writes it in order): the
-  // position itself (null) by target, `csr_pos` by source. The implicit
-  // loop of node i has slot E + i.
-  const index_t* slot_of = nullptr;
 };
-
-constexpr int64_t kPrefetch = 8;  // Edges ahead whose rows are prefetched.
 
 // Prefetches the `bytes` bytes at `p` (a gathered feature row).
 inline void prefetch_row(const void* p, int64_t bytes) {
@@ -97,13 +91,19 @@ inline void prefetch_row(const void* p, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) prefetch(c + b);
 }
 
+// Edge positions ahead of the current node whose neighbour's rows are
+// prefetched. Most nodes have fewer edges than this, so the cursor runs
+// ahead across node boundaries: a low-degree node's rows were requested
+// while the nodes before it were computed.
+constexpr int64_t kAhead = 32;
+
 // The counted edges of one node (neighbour, edge id), the implicit
 // self-loop last, gathered into per-thread buffers with room for [n, H]
-// scores and weights; `skipped(edge id, slot)` is called for each left-out
+// scores and weights; `skipped(edge id)` is called for each left-out
 // edge.
 template <typename acc_t>
 struct NodeEdges {
-  std::vector<int64_t> nbr, id, slot;
+  std::vector<int64_t> nbr, id;
   std::vector<acc_t> z, w, t;
   int64_t n = 0;
 
@@ -114,7 +114,6 @@ struct NodeEdges {
     if (nbr.size() < cap) {
       nbr.resize(cap);
       id.resize(cap);
-      slot.resize(cap);
       z.resize(cap * H);
       w.resize(cap * H);
       t.resize(cap * H);
@@ -122,18 +121,15 @@ struct NodeEdges {
     n = 0;
     for (int64_t p = lo; p < hi; ++p) {
       const int64_t j = g.nbr[p], e = g.pos_eid[p];
-      const int64_t at = g.slot_of ? static_cast<int64_t>(g.slot_of[p]) : p;
       if (g.skip_self_loops && j == i) {
-        skipped(e, at);
+        skipped(e);
         continue;
       }
       nbr[n] = j;
-      slot[n] = at;
       id[n++] = e;
     }
     if (i < g.num_loops) {
       nbr[n] = i;
-      slot[n] = g.num_edges + i;
       id[n++] = g.num_edges + i;
     }
   }
@@ -183,7 +179,7 @@ void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
 }
 
 struct Inputs {
-  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t, csr_pos;
+  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t;
   std::optional<at::Tensor> edge_score;
   int64_t num_src, num_dst, heads, channels, num_edges, num_loops;
 };
@@ -194,7 +190,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
                     const at::Tensor& ptr, const at::Tensor& src,
                     const at::Tensor& eid, const at::Tensor& ptr_t,
                     const at::Tensor& dst_t, const at::Tensor& eid_t,
-                    const at::Tensor& csr_pos, int64_t num_loops) {
+                    int64_t num_loops) {
   TORCH_CHECK(x.dim() == 3, "gat_attention: x must be [N_src, H, C]");
   Inputs in;
   in.num_src = x.size(0);
@@ -209,18 +205,16 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   TORCH_CHECK(ptr_t.numel() == in.num_src + 1 && in.num_dst >= 0,
               "gat_attention: ptr_t must have N_src + 1 entries");
   TORCH_CHECK(eid.numel() == in.num_edges && dst_t.numel() == in.num_edges &&
-                  eid_t.numel() == in.num_edges &&
-                  csr_pos.numel() == in.num_edges,
+                  eid_t.numel() == in.num_edges,
               "gat_attention: the index tensors differ in length");
   const auto index_type = src.scalar_type();
   TORCH_CHECK(
       (index_type == at::kInt || index_type == at::kLong) &&
           eid.scalar_type() == index_type &&
           dst_t.scalar_type() == index_type &&
-          eid_t.scalar_type() == index_type &&
-          csr_pos.scalar_type() == index_type,
-      "gat_attention: src, eid, dst_t, eid_t and csr_pos must share one "
-      "integer type (int32 or int64)");
+          eid_t.scalar_type() == index_type,
+      "gat_attention: src, eid, dst_t and eid_t must share one integer type "
+      "(int32 or int64)");
   TORCH_CHECK(a_src.sizes() == at::IntArrayRef({in.num_src, in.heads}) &&
                   a_dst.sizes() == at::IntArrayRef({in.num_dst, in.heads}),
               "gat_attention: a_src must be [N_src, H], a_dst [N_dst, H]");
@@ -241,7 +235,6 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.ptr_t = ptr_t.contiguous();
   in.dst_t = dst_t.contiguous();
   in.eid_t = eid_t.contiguous();
-  in.csr_pos = csr_pos.contiguous();
   // A corrupt grouping must not send a kernel out of bounds: pointers must
   // be sorted from 0 to E and indices in range (linear scans, cheap next to
   // the E * H * C work of the kernels).
@@ -258,8 +251,7 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
         {&in.src, in.num_src},
         {&in.eid, in.num_edges},
         {&in.dst_t, in.num_dst},
-        {&in.eid_t, in.num_edges},
-        {&in.csr_pos, in.num_edges}};
+        {&in.eid_t, in.num_edges}};
     for (const auto& [t, bound] : ranges) {
       const index_t* d = t->data_ptr<index_t>();
       bool ok = true;
@@ -312,8 +304,7 @@ Graph<index_t> by_source(const Inputs& in, bool skip) {
           in.num_src,
           in.num_edges,
           in.num_loops,
-          skip,
-          in.csr_pos.data_ptr<index_t>()};
+          skip};
 }
 
 template <typename scalar_t, typename acc_t>
@@ -324,24 +315,14 @@ Scores<scalar_t, acc_t> scores_of(const Inputs& in, double negative_slope) {
 }
 
 // The raw scores z[k, h] of the gathered edges of `node`, which is their
-// target (`as_target`) or their source. Meanwhile the neighbours' feature
-// rows in `rows` (`row_bytes` each) that the node will read next are
-// prefetched, the first kEarly of them here, the rest by the caller's loop.
-constexpr int64_t kEarly = 64;
-
+// target (`as_target`) or their source.
 template <int HT, typename scalar_t, typename acc_t>
 void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
-                int64_t node, bool as_target, const void* rows,
-                int64_t row_bytes) {
+                int64_t node, bool as_target) {
   const int64_t H = HT > 0 ? HT : sc.heads;
   const scalar_t* own = (as_target ? sc.a_dst : sc.a_src) + node * H;
   const scalar_t* other = as_target ? sc.a_src : sc.a_dst;
-  const char* row_base = static_cast<const char*>(rows);
-  for (int64_t k = 0; k < std::min(ne.n, kPrefetch); ++k)
-    prefetch(other + ne.nbr[k] * H);
   for (int64_t k = 0; k < ne.n; ++k) {
-    if (k + kPrefetch < ne.n) prefetch(other + ne.nbr[k + kPrefetch] * H);
-    if (k < kEarly) prefetch_row(row_base + ne.nbr[k] * row_bytes, row_bytes);
     const scalar_t* o = other + ne.nbr[k] * H;
     acc_t* z = ne.z.data() + k * H;
     for (int64_t h = 0; h < H; ++h)
@@ -405,13 +386,21 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
+    int64_t q = graph.ptr[i0];
     std::vector<acc_t> m(H), s(H), acc(H * C);
     for (int64_t i = i0; i < i1; ++i) {
-      ne.gather(graph, i, H, [&](int64_t id, int64_t) {
+      // The rows of the edges up to kAhead positions past this node.
+      for (const int64_t to =
+               std::min(graph.ptr[i + 1] + kAhead, graph.ptr[i1]);
+           q < to; ++q) {
+        prefetch(sc.a_src + graph.nbr[q] * H);
+        prefetch_row(x + graph.nbr[q] * H * C, row_bytes);
+      }
+      ne.gather(graph, i, H, [&](int64_t id) {
         if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
       });
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, i, true, x, row_bytes);
+      raw_scores<HT>(sc, ne, i, true);
       std::fill(m.begin(), m.end(), -inf);
       std::fill(s.begin(), s.end(), acc_t(0));  // NaN flags, then sums.
       for (int64_t k = 0; k < n; ++k) {
@@ -456,8 +445,6 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
 
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
-        if (k + kPrefetch < n && k + kPrefetch >= kEarly)
-          prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
         add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
                              x + ne.nbr[k] * H * C, H, C);
       }
@@ -466,16 +453,68 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   });
 }
 
-// Backward, pass over targets: for target i and each of its edges,
-// g_alpha = dropout * (<g_i, x_j> + grad_alpha) and D_i = sum alpha *
-// g_alpha, then the score gradient alpha (g_alpha - D_i) LeakyReLU'(z),
-// stored by edge id in `dz` and summed into grad_a_dst[i]. Left-out edges
-// get zero.
+// out[h] = <a[h], b[h]> for [H, C] rows a and b.
+template <int HT, typename acc_t, typename a_t, typename b_t>
+inline void head_dots(acc_t* out, const a_t* a, const b_t* b, int64_t heads,
+                      int64_t C) {
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t dot = 0;
+    for (int64_t c = 0; c < C; ++c)
+      dot +=
+          static_cast<acc_t>(a[h * C + c]) * static_cast<acc_t>(b[h * C + c]);
+    out[h] = dot;
+  }
+}
+
+// The per-edge factors of the backward pass, for edge k of `ne` with
+// attention alpha = w[k] (without dropout) and raw score z[k]: the dropout
+// factor f, u = alpha f (the weight of the edge's row in the output) and
+// v = u LeakyReLU'(z); `sl` gets alpha LeakyReLU'(z) added, and `extra`
+// the terms of grad_alpha: u ga into extra[0 .. H), v ga into extra[H ..).
+template <int HT, typename scalar_t, typename acc_t>
+inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
+                         const Dropout& drop, const NodeEdges<acc_t>& ne,
+                         int64_t k, const scalar_t* grad_alpha, acc_t* f,
+                         acc_t* u, acc_t* v, acc_t* sl, acc_t* extra) {
+  const int64_t H = HT > 0 ? HT : sc.heads;
+  const acc_t* z = ne.z.data() + k * H;
+  const acc_t* a = ne.w.data() + k * H;
+  const int64_t id = ne.id[k];
+  for (int64_t h = 0; h < H; ++h)
+    f[h] = drop.active ? drop.factor<acc_t>(id, h) : acc_t(1);
+  for (int64_t h = 0; h < H; ++h) {
+    const acc_t lk = z[h] > acc_t(0) ? acc_t(1) : sc.slope;
+    u[h] = a[h] * f[h];
+    v[h] = u[h] * lk;
+    sl[h] += a[h] * lk;
+  }
+  if (grad_alpha)
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t ga = static_cast<acc_t>(grad_alpha[id * H + h]);
+      extra[h] += u[h] * ga;
+      extra[H + h] += v[h] * ga;
+    }
+}
+
+// The backward pass. With f the dropout factors, ga = <g_i, x_j> +
+// grad_alpha the gradient of an output weight alpha f, and lk =
+// LeakyReLU'(z), the score gradient of edge (j -> i) is
+//   dz = alpha lk (f ga - D_i),  D_i = sum_j alpha f ga.
+// Its sums per target and per source never need a per-edge dot product:
+//   D_i = <g_i, O_i> + sum_j u grad_alpha,          O_i = sum_j u x_j,
+//   sum_j dz = <g_i, Y_i> + sum_j v grad_alpha - D_i sum_j alpha lk,
+//                                                   Y_i = sum_j v x_j,
+//   sum_i dz = <x_j, sum_i v g_i> + sum_i alpha lk (f grad_alpha - D_i),
+// with u = alpha f and v = u lk: weighted row sums, as in the forward pass,
+// and one dot product per node.
+//
+// Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
 template <typename scalar_t, typename index_t, int HT>
 void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
-                            at::Tensor& dz, at::Tensor& grad_dst) {
+                            at::Tensor& delta, at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
   const auto graph = by_target<index_t>(in, skip);
@@ -484,105 +523,121 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
   const int64_t row_bytes = H * C * sizeof(scalar_t);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
   const acc_t* pl = lse.data_ptr<acc_t>();
-  acc_t* pz = dz.data_ptr<acc_t>();
+  acc_t* pd = delta.data_ptr<acc_t>();
   acc_t* pg = grad_dst.data_ptr<acc_t>();
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
-    std::vector<acc_t> d(H), gi(H * C);
+    std::vector<acc_t> o(H * C), y(H * C), f(H), u(H), v(H), sl(H), ex(2 * H),
+        dots(2 * H);
+    int64_t q = graph.ptr[i0];
     for (int64_t i = i0; i < i1; ++i) {
-      ne.gather(graph, i, H, [&](int64_t, int64_t at) {
-        std::fill(pz + at * 2 * H, pz + (at + 1) * 2 * H, acc_t(0));
-      });
-      const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, i, true, x, row_bytes);
-      attention<HT>(sc, drop, ne, pl + i * H, false, false);
-      for (int64_t k = 0; k < H * C; ++k)
-        gi[k] = static_cast<acc_t>(go[i * H * C + k]);
-      std::fill(d.begin(), d.end(), acc_t(0));
-      for (int64_t k = 0; k < n; ++k) {
-        if (k + kPrefetch < n && k + kPrefetch >= kEarly)
-          prefetch_row(x + ne.nbr[k + kPrefetch] * H * C, row_bytes);
-        const scalar_t* xj = x + ne.nbr[k] * H * C;
-        const acc_t* a = ne.w.data() + k * H;
-        acc_t* ga = ne.t.data() + k * H;
-        for (int64_t h = 0; h < H; ++h) {
-          const acc_t* gh = gi.data() + h * C;
-          const scalar_t* xh = xj + h * C;
-          acc_t dot = 0;
-          for (int64_t c = 0; c < C; ++c)
-            dot += gh[c] * static_cast<acc_t>(xh[c]);
-          ga[h] = dot;
-        }
-        if (grad_alpha)
-          for (int64_t h = 0; h < H; ++h)
-            ga[h] += static_cast<acc_t>(grad_alpha[ne.id[k] * H + h]);
-        if (drop.active)
-          for (int64_t h = 0; h < H; ++h)
-            ga[h] *= drop.factor<acc_t>(ne.id[k], h);
-        for (int64_t h = 0; h < H; ++h) d[h] += a[h] * ga[h];
+      for (const int64_t to =
+               std::min(graph.ptr[i + 1] + kAhead, graph.ptr[i1]);
+           q < to; ++q) {
+        prefetch(sc.a_src + graph.nbr[q] * H);
+        prefetch_row(x + graph.nbr[q] * H * C, row_bytes);
       }
-      acc_t* gd = pg + i * H;
-      for (int64_t h = 0; h < H; ++h) gd[h] = acc_t(0);
+      ne.gather(graph, i, H, [](int64_t) {});
+      const int64_t n = ne.n;
+      raw_scores<HT>(sc, ne, i, true);
+      attention<HT>(sc, drop, ne, pl + i * H, false, false);
+      std::fill(o.begin(), o.end(), acc_t(0));
+      std::fill(y.begin(), y.end(), acc_t(0));
+      std::fill(sl.begin(), sl.end(), acc_t(0));
+      std::fill(ex.begin(), ex.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
-        const acc_t* z = ne.z.data() + k * H;
-        const acc_t* a = ne.w.data() + k * H;
-        const acc_t* ga = ne.t.data() + k * H;
-        acc_t* out = pz + ne.slot[k] * 2 * H;
-        for (int64_t h = 0; h < H; ++h) {
-          const acc_t g =
-              a[h] * (ga[h] - d[h]) * (z[h] > acc_t(0) ? acc_t(1) : sc.slope);
-          out[h] = g;
-          out[H + h] = a[h];
-          gd[h] += g;
-        }
-        if (drop.active)
-          for (int64_t h = 0; h < H; ++h)
-            out[H + h] *= drop.factor<acc_t>(ne.id[k], h);
+        edge_factors<HT>(sc, drop, ne, k, grad_alpha, f.data(), u.data(),
+                         v.data(), sl.data(), ex.data());
+        const scalar_t* xj = x + ne.nbr[k] * H * C;
+        add_weighted_row<HT>(o.data(), u.data(), xj, H, C);
+        add_weighted_row<HT>(y.data(), v.data(), xj, H, C);
+      }
+      const scalar_t* gi = go + i * H * C;
+      head_dots<HT>(dots.data(), gi, o.data(), H, C);
+      head_dots<HT>(dots.data() + H, gi, y.data(), H, C);
+      acc_t* d = pd + i * H;
+      acc_t* gd = pg + i * H;
+      for (int64_t h = 0; h < H; ++h) {
+        d[h] = dots[h] + ex[h];
+        gd[h] = dots[H + h] + ex[H + h] - d[h] * sl[h];
       }
     }
   });
 }
 
-// Backward, pass over sources: for source j, grad_a_src sums the score
-// gradients of its edges and grad_x_j = sum_i w_ji * g_i, with the score
-// gradient and the weight w = alpha * dropout that the target pass stored
-// side by side per edge (one gathered line per edge, no recomputation).
+// Pass over sources: for source j, the attention of each edge (j -> i)
+// recomputed from a_dst[i], lse[i] (and the edge score), then grad_x_j =
+// sum_i u g_i and grad_a_src[j] (see above); `grad_edge`, if not null,
+// gets dz per edge id, which takes one dot product per edge.
 template <typename scalar_t, typename index_t, int HT>
-void backward_source_kernel(const Inputs& in, bool skip,
-                            const at::Tensor& grad_out, const at::Tensor& dzw,
-                            at::Tensor& grad_x, at::Tensor& grad_src) {
+void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
+                            const Dropout& drop, const at::Tensor& grad_out,
+                            const scalar_t* grad_alpha, const at::Tensor& lse,
+                            const at::Tensor& delta, at::Tensor& grad_x,
+                            at::Tensor& grad_src,
+                            at::opmath_type<scalar_t>* grad_edge) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
   const auto graph = by_source<index_t>(in, skip);
+  const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
+  const scalar_t* x = in.x.data_ptr<scalar_t>();
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
-  const acc_t* pz = dzw.data_ptr<acc_t>();
+  const acc_t* pl = lse.data_ptr<acc_t>();
+  const acc_t* pd = delta.data_ptr<acc_t>();
   scalar_t* px = grad_x.data_ptr<scalar_t>();
   acc_t* ps = grad_src.data_ptr<acc_t>();
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
-    std::vector<acc_t> acc(H * C);
-    auto fetch = [&](int64_t k) {
-      prefetch_row(pz + ne.slot[k] * 2 * H, 2 * H * sizeof(acc_t));
-      prefetch_row(go + ne.nbr[k] * H * C, row_bytes);
-    };
+    std::vector<acc_t> gx(H * C), gv(H * C), f(H), u(H), v(H), sl(H),
+        ex(2 * H), t(H), ga(H);
+    int64_t q = graph.ptr[j0];
     for (int64_t j = j0; j < j1; ++j) {
-      ne.gather(graph, j, H, [](int64_t, int64_t) {});
-      const int64_t n = ne.n;
-      for (int64_t k = 0; k < std::min(n, kEarly); ++k) fetch(k);
-      acc_t* gs = ps + j * H;
-      for (int64_t h = 0; h < H; ++h) gs[h] = acc_t(0);
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t k = 0; k < n; ++k) {
-        if (k + kPrefetch < n && k + kPrefetch >= kEarly) fetch(k + kPrefetch);
-        const acc_t* g = pz + ne.slot[k] * 2 * H;
-        const acc_t* w = g + H;
-        for (int64_t h = 0; h < H; ++h) gs[h] += g[h];
-        add_weighted_row<HT>(acc.data(), w, go + ne.nbr[k] * H * C, H, C);
+      for (const int64_t to =
+               std::min(graph.ptr[j + 1] + kAhead, graph.ptr[j1]);
+           q < to; ++q) {
+        const int64_t i = graph.nbr[q];
+        prefetch(sc.a_dst + i * H);
+        prefetch(pl + i * H);
+        prefetch(pd + i * H);
+        prefetch_row(go + i * H * C, row_bytes);
       }
-      std::copy(acc.begin(), acc.end(), px + j * H * C);
+      ne.gather(graph, j, H, [&](int64_t id) {
+        if (grad_edge)
+          std::fill(grad_edge + id * H, grad_edge + (id + 1) * H, acc_t(0));
+      });
+      const int64_t n = ne.n;
+      raw_scores<HT>(sc, ne, j, false);
+      attention<HT>(sc, drop, ne, pl, true, false);
+      const scalar_t* xj = x + j * H * C;
+      std::fill(gx.begin(), gx.end(), acc_t(0));
+      std::fill(gv.begin(), gv.end(), acc_t(0));
+      std::fill(t.begin(), t.end(), acc_t(0));
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t i = ne.nbr[k];
+        std::fill(sl.begin(), sl.end(), acc_t(0));
+        std::fill(ex.begin(), ex.end(), acc_t(0));
+        edge_factors<HT>(sc, drop, ne, k, grad_alpha, f.data(), u.data(),
+                         v.data(), sl.data(), ex.data());
+        const acc_t* d = pd + i * H;
+        // sl = alpha lk and ex[H + h] = v grad_alpha for this edge alone.
+        for (int64_t h = 0; h < H; ++h) t[h] += ex[H + h] - sl[h] * d[h];
+        const scalar_t* gi = go + i * H * C;
+        add_weighted_row<HT>(gx.data(), u.data(), gi, H, C);
+        add_weighted_row<HT>(gv.data(), v.data(), gi, H, C);
+        if (grad_edge) {
+          head_dots<HT>(ga.data(), gi, xj, H, C);
+          acc_t* ge = grad_edge + ne.id[k] * H;
+          for (int64_t h = 0; h < H; ++h)
+            ge[h] = v[h] * ga[h] + ex[H + h] - sl[h] * d[h];
+        }
+      }
+      head_dots<HT>(ps + j * H, xj, gv.data(), H, C);
+      for (int64_t h = 0; h < H; ++h) ps[j * H + h] += t[h];
+      for (int64_t c = 0; c < H * C; ++c)
+        px[j * H * C + c] = static_cast<scalar_t>(gx[c]);
     }
   });
 }
@@ -591,12 +646,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
     const std::optional<at::Tensor>& edge_score, const at::Tensor& ptr,
     const at::Tensor& src, const at::Tensor& eid, const at::Tensor& ptr_t,
-    const at::Tensor& dst_t, const at::Tensor& eid_t,
-    const at::Tensor& csr_pos, int64_t num_loops, bool skip_self_loops,
-    double negative_slope, double dropout, int64_t seed0, int64_t seed1,
-    bool need_alpha) {
+    const at::Tensor& dst_t, const at::Tensor& eid_t, int64_t num_loops,
+    bool skip_self_loops, double negative_slope, double dropout, int64_t seed0,
+    int64_t seed1, bool need_alpha) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, csr_pos, num_loops);
+                                 ptr_t, dst_t, eid_t, num_loops);
   const Dropout drop(dropout, seed0, seed1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   auto out = at::empty({in.num_dst, in.heads, in.channels}, x.options());
@@ -623,10 +677,10 @@ gat_attention_backward_cpu(
     const std::optional<at::Tensor>& edge_score, const at::Tensor& lse,
     const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& eid,
     const at::Tensor& ptr_t, const at::Tensor& dst_t, const at::Tensor& eid_t,
-    const at::Tensor& csr_pos, int64_t num_loops, bool skip_self_loops,
-    double negative_slope, double dropout, int64_t seed0, int64_t seed1) {
+    int64_t num_loops, bool skip_self_loops, double negative_slope,
+    double dropout, int64_t seed0, int64_t seed1) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, csr_pos, num_loops);
+                                 ptr_t, dst_t, eid_t, num_loops);
   const Dropout drop(dropout, seed0, seed1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   TORCH_CHECK(
@@ -646,39 +700,35 @@ gat_attention_backward_cpu(
     ga = grad_alpha->to(x.scalar_type()).contiguous();
   }
   const auto acc_options = x.options().dtype(acc_type);
-  // Per edge id: the score gradient and the weight alpha * dropout.
-  auto dz = at::empty({in.num_edges + num_loops, 2, in.heads}, acc_options);
+  auto delta = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_src = at::empty({in.num_src, in.heads}, acc_options);
   auto grad_x = at::empty_like(in.x);
+  auto grad_edge = at::empty(
+      {edge_score.has_value() ? in.num_edges + num_loops : 0, in.heads},
+      acc_options);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention_backward",
       [&] {
+        const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
+        auto* pge = edge_score.has_value()
+                        ? grad_edge.data_ptr<at::opmath_type<scalar_t>>()
+                        : nullptr;
         AT_DISPATCH_INDEX_TYPES(
             src.scalar_type(), "gat_attention_backward", [&] {
               dispatch_heads(in.heads, [&](auto ht) {
                 constexpr int HT = decltype(ht)::value;
                 backward_target_kernel<scalar_t, index_t, HT>(
-                    in, skip_self_loops, negative_slope, drop, g,
-                    ga ? ga->data_ptr<scalar_t>() : nullptr, l, dz, grad_dst);
+                    in, skip_self_loops, negative_slope, drop, g, pga, l,
+                    delta, grad_dst);
                 backward_source_kernel<scalar_t, index_t, HT>(
-                    in, skip_self_loops, g, dz, grad_x, grad_src);
+                    in, skip_self_loops, negative_slope, drop, g, pga, l,
+                    delta, grad_x, grad_src, pge);
               });
             });
       });
-  // The score gradients back from slot (CSR) order to edge-id order.
-  auto grad_edge = at::empty({0, in.heads}, x.options());
-  if (edge_score.has_value()) {
-    auto scores = dz.select(1, 0);
-    auto order = at::cat({in.eid.to(at::kLong),
-                          at::arange(in.num_edges, in.num_edges + num_loops,
-                                     in.eid_t.options().dtype(at::kLong))});
-    grad_edge = at::empty({in.num_edges + num_loops, in.heads}, acc_options)
-                    .index_copy_(0, order, scores)
-                    .to(x.scalar_type());
-  }
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),
-          grad_edge};
+          grad_edge.to(x.scalar_type())};
 }
 
 }  // namespace
@@ -687,7 +737,7 @@ TORCH_LIBRARY_FRAGMENT(pyg_gat_ext_cpu, m) {
   m.def(
       "gat_attention(Tensor x, Tensor a_src, Tensor a_dst, "
       "Tensor? edge_score, Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, "
-      "Tensor dst_t, Tensor eid_t, Tensor csr_pos, int num_loops, "
+      "Tensor dst_t, Tensor eid_t, int num_loops, "
       "bool skip_self_loops, "
       "float negative_slope, float dropout, int seed0, int seed1, "
       "bool need_alpha) -> (Tensor, Tensor, Tensor)");
@@ -695,7 +745,7 @@ TORCH_LIBRARY_FRAGMENT(pyg_gat_ext_cpu, m) {
       "gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, "
       "Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, "
       "Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, Tensor dst_t, "
-      "Tensor eid_t, Tensor csr_pos, int num_loops, bool skip_self_loops, "
+      "Tensor eid_t, int num_loops, bool skip_self_loops, "
       "float negative_slope, float dropout, int seed0, int seed1) -> "
       "(Tensor, Tensor, Tensor, Tensor)");
 }

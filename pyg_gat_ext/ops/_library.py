@@ -280,8 +280,7 @@ segment_softmax_backward.register_autograd(
 #
 # The graph travels as two groupings of the same edges: by target (CSR: ptr,
 # src, eid) for the forward and the target-side gradients, and by source
-# (CSC: ptr_t, dst_t, eid_t; csr_pos maps a CSC position to the CSR position
-# of the same edge) for the source-side gradients, so that no
+# (CSC: ptr_t, dst_t, eid_t) for the source-side gradients, so that no
 # gradient is accumulated with atomics. `eid` maps a position to the edge id
 # that indexes `edge_score` and the attention weights.
 
@@ -294,7 +293,6 @@ def _opmath(dtype: torch.dtype) -> torch.dtype:
 def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
                   edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
                   eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
-                  csr_pos: Tensor,
                   num_loops: int, skip_self_loops: bool,
                   negative_slope: float, dropout: float,
                   seed: Optional[Tensor],
@@ -308,7 +306,7 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
 
 
 @gat_attention.register_fake
-def _(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t, csr_pos,
+def _(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
       num_loops, skip_self_loops, negative_slope, dropout, seed, need_alpha):
     num_dst, heads = ptr.size(0) - 1, x.size(1)
     num_alpha = src.size(0) + num_loops if need_alpha else 0
@@ -324,7 +322,7 @@ def gat_attention_backward(
         a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
         lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
         dst_t: Tensor, eid_t: Tensor,
-        csr_pos: Tensor, num_loops: int, skip_self_loops: bool,
+        num_loops: int, skip_self_loops: bool,
         negative_slope: float, dropout: float, seed: Optional[Tensor]
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Gradients of :func:`gat_attention` (see
@@ -336,7 +334,7 @@ def gat_attention_backward(
 
 @gat_attention_backward.register_fake
 def _(grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src, eid,
-      ptr_t, dst_t, eid_t, csr_pos, num_loops, skip_self_loops, negative_slope,
+      ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
       dropout, seed):
     grad_edge = (x.new_empty(0, x.size(1))
                  if edge_score is None else torch.empty_like(edge_score))
@@ -355,7 +353,7 @@ def _attention_kernels(device: torch.device):
 
 
 def _attention_kernel(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
-                      dst_t, eid_t, csr_pos, num_loops, skip_self_loops,
+                      dst_t, eid_t, num_loops, skip_self_loops,
                       negative_slope, dropout, seed, need_alpha):
     kernels = _attention_kernels(x.device)
     if kernels is None:
@@ -364,14 +362,14 @@ def _attention_kernel(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
             skip_self_loops, negative_slope, dropout, seed, need_alpha)
         return out, lse.to(_opmath(x.dtype)), alpha
     return kernels.gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, csr_pos, num_loops,
+                                 ptr_t, dst_t, eid_t, num_loops,
                                  skip_self_loops, negative_slope, dropout,
                                  _seed_words(seed), need_alpha)
 
 
 def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
                                edge_score, lse, ptr, src, eid, ptr_t, dst_t,
-                               eid_t, csr_pos, num_loops, skip_self_loops,
+                               eid_t, num_loops, skip_self_loops,
                                negative_slope, dropout, seed):
     kernels = _attention_kernels(x.device)
     if kernels is None:
@@ -380,8 +378,7 @@ def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
             eid, num_loops, skip_self_loops, negative_slope, dropout, seed)
     return kernels.gat_attention_backward(
         grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
-        eid, ptr_t, dst_t, eid_t, csr_pos,
-        num_loops, skip_self_loops, negative_slope,
+        eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
         dropout, _seed_words(seed))
 
 
@@ -403,33 +400,31 @@ class _CppAttention:
     # The C++ entry points, called like the Triton launchers.
     @staticmethod
     def gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
-                      dst_t, eid_t, csr_pos, num_loops, skip_self_loops,
+                      dst_t, eid_t, num_loops, skip_self_loops,
                       negative_slope, dropout, seed, need_alpha):
         return torch.ops.pyg_gat_ext_cpu.gat_attention(
             x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
-            csr_pos,
-            num_loops,
-            skip_self_loops, negative_slope, dropout, seed[0], seed[1],
-            need_alpha)
+            num_loops, skip_self_loops, negative_slope, dropout, seed[0],
+            seed[1], need_alpha)
 
     @staticmethod
     def gat_attention_backward(grad_out, grad_alpha, x, a_src, a_dst,
                                edge_score, lse, ptr, src, eid, ptr_t, dst_t,
-                               eid_t, csr_pos, num_loops, skip_self_loops,
+                               eid_t, num_loops, skip_self_loops,
                                negative_slope, dropout, seed):
         return torch.ops.pyg_gat_ext_cpu.gat_attention_backward(
             grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
-            eid, ptr_t, dst_t, eid_t, csr_pos, num_loops, skip_self_loops,
+            eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops,
             negative_slope, dropout, seed[0], seed[1])
 
 
 _cpp_attention = _CppAttention()
 
 def _setup_attention(ctx, inputs: Tuple, output: Tuple) -> None:
-    (x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t, csr_pos,
+    (x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
      num_loops, skip_self_loops, negative_slope, dropout, seed, _) = inputs
     ctx.save_for_backward(x, a_src, a_dst, edge_score, output[1], ptr, src,
-                          eid, ptr_t, dst_t, eid_t, csr_pos, seed)
+                          eid, ptr_t, dst_t, eid_t, seed)
     ctx.params = (num_loops, skip_self_loops, negative_slope, dropout)
     ctx.has_alpha = output[2].numel() > 0
 
@@ -438,7 +433,6 @@ def _attention_grad(ctx, grad_out, grad_lse, grad_alpha):
     # The log-sum-exp is a saved statistic, not differentiable; a gradient
     # of the returned attention weights flows into the scores.
     (x, a_src, a_dst, edge_score, lse, ptr, src, eid, ptr_t, dst_t, eid_t,
-     csr_pos,
      seed) = ctx.saved_tensors
     if grad_out is None:
         grad_out = x.new_zeros(lse.size(0), x.size(1), x.size(2))
@@ -446,10 +440,10 @@ def _attention_grad(ctx, grad_out, grad_lse, grad_alpha):
         grad_alpha = None
     grads = torch.ops.pyg_gat_ext.gat_attention_backward(
         grad_out.contiguous(), grad_alpha, x, a_src, a_dst, edge_score, lse,
-        ptr, src, eid, ptr_t, dst_t, eid_t, csr_pos, *ctx.params, seed)
+        ptr, src, eid, ptr_t, dst_t, eid_t, *ctx.params, seed)
     grad_x, grad_src, grad_dst, grad_edge = grads
     return (grad_x, grad_src, grad_dst,
-            None if edge_score is None else grad_edge) + (None, ) * 13
+            None if edge_score is None else grad_edge) + (None, ) * 12
 
 
 gat_attention.register_autograd(_attention_grad,

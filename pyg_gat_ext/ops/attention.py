@@ -18,8 +18,7 @@ class GATGraph(NamedTuple):
     them: by target node (CSR: target :obj:`i` owns positions
     :obj:`ptr[i]` to :obj:`ptr[i + 1] - 1`, position :obj:`p` holds the
     edge :obj:`eid[p]` from source :obj:`src[p]`) and by source node (CSC:
-    :obj:`ptr_t`, :obj:`dst_t`, :obj:`eid_t`), with :obj:`csr_pos` the CSR
-    position of the edge at each CSC position. Edges keep their input order
+    :obj:`ptr_t`, :obj:`dst_t`, :obj:`eid_t`). Edges keep their input order
     within each group. Pointers are int64; the other indices are int32 when
     every index fits, which halves the memory they take."""
     ptr: Tensor
@@ -28,7 +27,6 @@ class GATGraph(NamedTuple):
     ptr_t: Tensor
     dst_t: Tensor
     eid_t: Tensor
-    csr_pos: Tensor
 
     @property
     def num_src(self) -> int:
@@ -54,12 +52,9 @@ def gat_graph(src: Tensor, dst: Tensor, num_src: int,
     ptr_t, perm_t = segment_csr(src, num_src)
     small = max(src.numel(), num_src, num_dst) <= _INT32_MAX
     dtype = torch.int32 if small else torch.long
-    csr_pos = torch.empty_like(perm).index_put_(
-        (perm, ), torch.arange(perm.numel(), device=perm.device))
     return GATGraph(ptr, src.index_select(0, perm).to(dtype), perm.to(dtype),
                     ptr_t, dst.index_select(0, perm_t).to(dtype),
-                    perm_t.to(dtype),
-                    csr_pos.index_select(0, perm_t).to(dtype))
+                    perm_t.to(dtype))
 
 
 class _GraphCache:

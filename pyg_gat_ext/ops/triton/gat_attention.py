@@ -282,7 +282,6 @@ def _config(x: Tensor, dropout: float, negative_slope: float):
 def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
                   edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
                   eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
-                  csr_pos: Tensor,
                   num_loops: int, skip_self_loops: bool,
                   negative_slope: float, dropout: float,
                   seed: Tuple[int, int],
@@ -308,8 +307,7 @@ def gat_attention_backward(
         grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
         a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
         lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
-        dst_t: Tensor, eid_t: Tensor,
-        csr_pos: Tensor, num_loops: int, skip_self_loops: bool,
+        dst_t: Tensor, eid_t: Tensor, num_loops: int, skip_self_loops: bool,
         negative_slope: float, dropout: float, seed: Tuple[int, int]
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src`: returns the
