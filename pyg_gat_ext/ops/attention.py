@@ -8,6 +8,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric import is_compiling
 
 _INT32_MAX = 2**31 - 1
@@ -52,9 +53,67 @@ def gat_graph(src: Tensor, dst: Tensor, num_src: int,
     ptr_t, perm_t = segment_csr(src, num_src)
     small = max(src.numel(), num_src, num_dst) <= _INT32_MAX
     dtype = torch.int32 if small else torch.long
-    return GATGraph(ptr, src.index_select(0, perm).to(dtype), perm.to(dtype),
-                    ptr_t, dst.index_select(0, perm_t).to(dtype),
-                    perm_t.to(dtype))
+    graph = GATGraph(ptr, src.index_select(0, perm).to(dtype),
+                     perm.to(dtype), ptr_t,
+                     dst.index_select(0, perm_t).to(dtype), perm_t.to(dtype))
+    if not is_compiling():
+        _checked[graph.src] = _fingerprint(graph)
+    return graph
+
+
+# The graphs known to be well formed (built by gat_graph() or checked by
+# _check_graph()), by their `src` tensor, with the fingerprint they had then.
+_checked = WeakIdKeyDictionary()
+
+
+def _fingerprint(graph: GATGraph) -> Tuple:
+    # Storage, shape and in-place modification count of every tensor.
+    return tuple((t.data_ptr(), tuple(t.shape),
+                  -1 if t.is_inference() else t._version) for t in graph)
+
+
+def _check_graph(graph: GATGraph) -> None:
+    # A hand-made graph must not send a kernel out of bounds: pointers run
+    # from 0 to E without decreasing, indices lie in range (one host
+    # synchronisation for all the facts). The C++ kernels check again; the
+    # Triton kernels rely on this.
+    if _checked.get(graph.src) == _fingerprint(graph):
+        return
+    num_src, num_dst, num_edges = graph.num_src, graph.num_dst, graph.num_edges
+    if graph.ptr.dtype != torch.long or graph.ptr_t.dtype != torch.long:
+        raise TypeError(f"gat_attention: 'graph.ptr' and 'graph.ptr_t' must "
+                        f"be int64 (got {graph.ptr.dtype} and "
+                        f"{graph.ptr_t.dtype})")
+    if graph.ptr.dim() != 1 or graph.ptr_t.dim() != 1 or num_dst < 0:
+        raise ValueError("gat_attention: 'graph.ptr' and 'graph.ptr_t' must "
+                         "be non-empty 1-D pointers")
+    bounds = {'src': num_src, 'eid': num_edges, 'dst_t': num_dst,
+              'eid_t': num_edges}
+    facts = []
+    for p in (graph.ptr, graph.ptr_t):
+        facts += [p[0], p[-1], (p.diff() < 0).sum()]
+    for name in bounds:
+        t = getattr(graph, name)
+        if t.numel() > 0:
+            facts += [t.min().long(), t.max().long()]
+    values = torch.stack(facts).tolist()
+    for k, name in enumerate(('ptr', 'ptr_t')):
+        first, last, drops = values[3 * k:3 * k + 3]
+        if first != 0 or last != num_edges or drops != 0:
+            raise ValueError(
+                f"gat_attention: 'graph.{name}' must start at 0, end at the "
+                f"number of edges ({num_edges}) and never decrease (got "
+                f"{name}[0]={first}, {name}[-1]={last}, {drops} decreasing "
+                f"steps)")
+    values = values[6:]
+    for name, bound in bounds.items() if num_edges > 0 else ():
+        low, high = values[:2]
+        values = values[2:]
+        if low < 0 or high >= bound:
+            raise IndexError(f"gat_attention: 'graph.{name}' holds indices "
+                             f"in [{low}, {high}], out of range for "
+                             f"[0, {bound})")
+    _checked[graph.src] = _fingerprint(graph)
 
 
 class _GraphCache:
@@ -181,7 +240,11 @@ def gat_attention(
         a_dst (torch.Tensor, optional): Target attention scores
             :obj:`[N_dst, H]` (zero if :obj:`None`).
         graph (GATGraph): The edges, from :func:`gat_graph` or
-            :func:`cached_gat_graph`.
+            :func:`cached_gat_graph`. Any other graph is checked on first
+            use (pointers from 0 to E, never decreasing; every index in
+            range; one host synchronisation) and raises if malformed, so
+            that no kernel reads out of bounds. The check cannot tell
+            whether its two groupings hold the same edges.
         edge_score (torch.Tensor, optional): Per-edge scores
             :obj:`[E + num_loops, H]` by edge id, the implicit self-loops
             last. (default: :obj:`None`)
@@ -240,6 +303,8 @@ def gat_attention(
     if any(t.numel() != num_edges for t in graph[2:3] + graph[4:]):
         raise ValueError('gat_attention: the index tensors of \'graph\' '
                          'differ in length; build it with gat_graph()')
+    if not is_compiling():
+        _check_graph(graph)
 
     # Scores may be wider than the features (e.g. under autocast): compute
     # in the common type, as PyG's messages `alpha * x_j` do.

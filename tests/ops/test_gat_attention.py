@@ -304,18 +304,90 @@ def test_bad_input():
         gat_attention(x, a_src, a_dst, graph._replace(eid=graph.eid[:-1]))
 
 
+def corrupt_graphs(graph, num_src, num_dst):
+    r"""Malformed variants of :obj:`graph`, each with the error it must
+    raise."""
+    def edit(name, pos, value):
+        t = getattr(graph, name).clone()
+        t[pos] = value
+        return graph._replace(**{name: t})
+
+    E = graph.num_edges
+    return [
+        (edit('src', 3, num_src), IndexError, "'graph.src' holds"),
+        (edit('src', 0, -1), IndexError, "'graph.src' holds"),
+        (edit('eid', 5, E), IndexError, "'graph.eid' holds"),
+        (edit('dst_t', 1, num_dst), IndexError, "'graph.dst_t' holds"),
+        (edit('eid_t', 2, -7), IndexError, "'graph.eid_t' holds"),
+        (edit('ptr', 2, graph.ptr[3] + 1), ValueError, 'never decrease'),
+        (edit('ptr', 0, 1), ValueError, "'graph.ptr' must start at 0"),
+        (edit('ptr_t', -1, E - 1), ValueError, "'graph.ptr_t' must start"),
+        (graph._replace(ptr=graph.ptr.int()), TypeError, 'must be int64'),
+        (edit('ptr', -1, E + 1), ValueError, 'end at the number of edges'),
+    ]
+
+
+def test_malformed_graph_is_rejected_before_any_kernel(backend, device):
+    # A hand-made GATGraph whose pointers or indices would send a kernel out
+    # of bounds (the Triton kernels do not check) raises a clear error.
+    src, dst = random_graph(6, 5, 20)
+    graph = GATGraph(*[t.to(device) for t in gat_graph(src, dst, 6, 5)])
+    x, a_src, a_dst, _ = make_inputs(6, 5, 20, 2, 3, torch.float32, device)
+    with use_backend(backend):
+        for bad, error, match in corrupt_graphs(graph, 6, 5):
+            with pytest.raises(error, match=match):
+                gat_attention(x, a_src, a_dst, bad)
+        # A checked graph modified in place afterwards is checked again.
+        ok = GATGraph(*[t.clone() for t in graph])
+        gat_attention(x, a_src, a_dst, ok)
+        ok.src[4] = 6
+        with pytest.raises(IndexError, match="'graph.src' holds"):
+            gat_attention(x, a_src, a_dst, ok)
+
+
 def test_cpp_kernel_rejects_a_corrupt_graph():
+    # The C++ op checks the graph itself, for callers of the raw operator.
     from tests.conftest import backend_or_skip
     backend_or_skip('cpp', torch.device('cpu'))
     src, dst = random_graph(6, 5, 20)
     graph = gat_graph(src, dst, 6, 5)
     x, a_src, a_dst, _ = make_inputs(6, 5, 20, 2, 3, torch.float32, 'cpu')
-    bad_src = graph.src.clone()
-    bad_src[3] = 6  # Out of range for 6 source nodes.
-    bad_ptr = graph.ptr.clone()
-    bad_ptr[2] = graph.ptr[3] + 1  # Decreasing from 2 to 3.
+    op = torch.ops.pyg_gat_ext.gat_attention
     with use_backend('cpp'):
-        with pytest.raises(IndexError, match='out of range'):
-            gat_attention(x, a_src, a_dst, graph._replace(src=bad_src))
-        with pytest.raises(RuntimeError, match='pointer'):
-            gat_attention(x, a_src, a_dst, graph._replace(ptr=bad_ptr))
+        for bad, error, _ in corrupt_graphs(graph, 6, 5):
+            error = IndexError if error is IndexError else RuntimeError
+            with pytest.raises(error, match='gat_attention'):
+                op(x, a_src, a_dst, None, *bad, 0, False, 0.2, 0.0, None,
+                   False)
+
+def test_cpp_offsets_beyond_32_bits():
+    # Source rows past element 2**31 of x: the kernels' offsets are 64-bit
+    # even with int32 graph indices. x is 8.6 GB of address space, but only
+    # the rows read are ever touched, so the test needs little memory.
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    C = 64
+    num_src, num_dst = 2**31 // C + 8, 4
+    x = torch.empty(num_src, 1, C)
+    a_src = torch.zeros(num_src, 1)
+    g = torch.Generator().manual_seed(0)
+    used = torch.tensor([0, 5, num_src - 9, num_src - 2, num_src - 1])
+    x[used] = torch.randn(len(used), 1, C, generator=g)
+    a_src[used] = torch.randn(len(used), 1, generator=g)
+    a_dst = torch.randn(num_dst, 1, generator=g)
+    src = used[torch.tensor([4, 3, 2, 0, 4, 1, 3, 4])]
+    dst = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3])
+    graph = gat_graph(src, dst, num_src, num_dst)
+    assert graph.src.dtype == torch.int32
+    assert int(src.max()) * C >= 2**31
+    with use_backend('cpp'):
+        res = gat_attention(x, a_src, a_dst, graph,
+                            return_attention_weights=True)
+    # The same edges on the five rows alone.
+    small = torch.searchsorted(used, src)
+    with use_backend('reference'):
+        expected = gat_attention(x[used], a_src[used], a_dst,
+                                 gat_graph(small, dst, len(used), num_dst),
+                                 return_attention_weights=True)
+    torch.testing.assert_close(res.out, expected.out)
+    torch.testing.assert_close(res.alpha, expected.alpha)
