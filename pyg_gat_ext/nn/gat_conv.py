@@ -745,13 +745,16 @@ class GATConv(MessagePassing):
             self._check_features('x', x, self._in_channels(0))
             self._check_features('x', x, self._in_channels(1))
             num_src = num_dst = x.size(0)
+            device = x.device
         else:
             x_src, x_dst = x
             self._check_features('x[0]', x_src, self._in_channels(0))
             num_src = num_dst = x_src.size(0)
+            device = x_src.device
             if x_dst is not None:
                 self._check_features('x[1]', x_dst, self._in_channels(1))
                 num_dst = x_dst.size(0)
+                self._check_device('x[1]', x_dst.device, device)
             elif size is not None and size[1] is not None:
                 num_dst = size[1]
 
@@ -769,6 +772,7 @@ class GATConv(MessagePassing):
 
         num_edges = 0
         if isinstance(edge_index, Tensor):
+            self._check_device('edge_index', edge_index.device, device)
             if is_torch_sparse_tensor(edge_index):
                 if edge_index.sparse_dim() != 2:
                     raise ValueError(f"GATConv: expected a sparse "
@@ -809,6 +813,7 @@ class GATConv(MessagePassing):
             if not edge_attr.is_floating_point():
                 raise TypeError(f"GATConv: expected floating point "
                                 f"'edge_attr' (got {edge_attr.dtype})")
+            self._check_device('edge_attr', edge_attr.device, device)
             if edge_attr.size(0) != num_edges:
                 raise ValueError(f"GATConv: 'edge_attr' has "
                                  f"{edge_attr.size(0)} rows (shape "
@@ -839,6 +844,13 @@ class GATConv(MessagePassing):
             raise ValueError(f"GATConv: '{name}' has {x.size(1)} features "
                              f"(shape {list(x.shape)}) but the layer expects "
                              f"{channels} (in_channels={self.in_channels})")
+
+    def _check_device(self, name: str, device: torch.device,
+                      expected: torch.device) -> None:
+        if device != expected:
+            raise ValueError(f"GATConv: '{name}' is on {device} but the node "
+                             f"features are on {expected}; move both to one "
+                             f"device")
 
     def _check_edge_index(self, edge_index: Tensor, bounds: List[int],
                           names: List[str]) -> None:

@@ -45,6 +45,16 @@ def conv():
     (dict(edge_attr=torch.randn(4, 3, 1)), ValueError,
      r"'edge_attr' to be 1-D or 2-D"),
     (dict(size=(6, 5)), ValueError, r"'size' is \(6, 5\) but there are 6"),
+    # Tensors on different devices ('meta' stands in for a second device on
+    # a machine without a GPU).
+    (dict(edge_index=EDGE_INDEX.to('meta')), ValueError,
+     r"'edge_index' is on meta but the node features are on cpu"),
+    (dict(edge_attr=torch.randn(4, 3, device='meta')), ValueError,
+     r"'edge_attr' is on meta but the node features are on cpu"),
+    (dict(x=(X, torch.randn(6, 5, device='meta'))), ValueError,
+     r"'x\[1\]' is on meta but the node features are on cpu"),
+    (dict(edge_index=to_torch_csr_tensor(EDGE_INDEX.flip(0), size=(6, 6)).to(
+        'meta')), ValueError, r"'edge_index' is on meta"),
     (dict(edge_index=to_torch_csr_tensor(EDGE_INDEX.flip(0), size=(6, 7))),
      ValueError, r"shape \[6, 7\] but 'x' gives 6 target and 6 source"),
 ])
