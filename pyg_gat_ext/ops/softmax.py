@@ -70,6 +70,10 @@ def segment_softmax(
                              f"non-empty 1-D integer tensor (got shape "
                              f"{list(ptr.shape)} and dtype {ptr.dtype})")
         num_segments = ptr.numel() - 1
+        if num_nodes is not None and num_nodes != num_segments:
+            raise ValueError(f"segment_softmax: 'ptr' has {ptr.numel()} "
+                             f"entries, that is {num_segments} segments, "
+                             f"but 'num_nodes' is {num_nodes}")
         ptr = ptr.long()
         if not is_compiling():
             _check_ptr(ptr, num_entries)

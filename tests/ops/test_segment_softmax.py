@@ -228,6 +228,8 @@ def test_compile_fullgraph(device):
     (dict(dim=2), "out of range"),
     (dict(ptr=torch.tensor([0, 2, 4]), perm=torch.tensor([0, 1])),
      "'perm' must hold one entry per row"),
+    (dict(ptr=torch.tensor([0, 2, 4]), num_nodes=3),
+     "'ptr' has 3 entries, that is 2 segments, but 'num_nodes' is 3"),
 ])
 def test_bad_input(kwargs, match):
     args = dict(src=torch.randn(4), index=torch.tensor([0, 0, 1, 1]))
