@@ -391,3 +391,51 @@ def test_cpp_offsets_beyond_32_bits():
                                  return_attention_weights=True)
     torch.testing.assert_close(res.out, expected.out)
     torch.testing.assert_close(res.alpha, expected.alpha)
+
+
+# The documented error bound of half precision (docs/design.rst): relative
+# to the largest magnitude of the float32 result on the same (rounded)
+# inputs, 8 units of rounding of the format.
+HALF_BOUND = {torch.bfloat16: 8 * 2.0**-8, torch.float16: 8 * 2.0**-11}
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize('scale', [1.0, 1e4])
+def test_half_precision_error_bound(backend, device, dtype, scale):
+    if backend == 'reference':
+        pytest.skip('the bound is a property of the kernels')
+    num_nodes, num_edges, heads, channels = 60, 500, 4, 16
+    src, dst = random_graph(num_nodes, num_nodes, num_edges)
+    graph = GATGraph(*[
+        t.to(device) for t in gat_graph(src, dst, num_nodes, num_nodes)
+    ])
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(num_nodes, heads, channels, generator=g)
+    # Logits of order `scale`, up to +-1e4.
+    scores = [
+        torch.randn(n, heads, generator=g) * scale
+        for n in (num_nodes, num_nodes, num_edges + num_nodes)
+    ]
+    grad = torch.randn(num_nodes, heads, channels, generator=g).to(dtype)
+    results = {}
+    for name, dt in (('half', dtype), ('float', torch.float32)):
+        inputs = [
+            t.to(dtype).to(dt).to(device).requires_grad_()
+            for t in [x] + scores
+        ]
+        with use_backend(backend if name == 'half' else 'reference'):
+            res = gat_attention(inputs[0], inputs[1], inputs[2], graph,
+                                inputs[3], num_loops=num_nodes,
+                                remove_self_loops=True,
+                                return_attention_weights=True)
+        res.out.backward(grad.to(dt).to(device))
+        results[name] = [res.out, res.alpha] + [t.grad for t in inputs]
+    bound = HALF_BOUND[dtype]
+    for k, (half, full) in enumerate(zip(*results.values(), strict=True)):
+        assert half.dtype == dtype and torch.isfinite(half).all(), k
+        err = (half.float() - full).abs().max() / full.abs().max()
+        if k < 3 or dtype == torch.bfloat16 or scale == 1.0:
+            assert err <= bound, (k, err.item())
+        # Otherwise a score gradient of float16 at logits of order 1e4: its
+        # values lie below float16's smallest normal number (6e-5), where
+        # float16 itself rounds coarsely; only finiteness is required.
