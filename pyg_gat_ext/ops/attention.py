@@ -56,8 +56,7 @@ def gat_graph(src: Tensor, dst: Tensor, num_src: int,
     graph = GATGraph(ptr, src.index_select(0, perm).to(dtype),
                      perm.to(dtype), ptr_t,
                      dst.index_select(0, perm_t).to(dtype), perm_t.to(dtype))
-    if not is_compiling():
-        _checked[graph.src] = _fingerprint(graph)
+    _remember_checked(graph)
     return graph
 
 
@@ -68,8 +67,14 @@ _checked = WeakIdKeyDictionary()
 
 def _fingerprint(graph: GATGraph) -> Tuple:
     # Storage, shape and in-place modification count of every tensor.
-    return tuple((t.data_ptr(), tuple(t.shape),
-                  -1 if t.is_inference() else t._version) for t in graph)
+    return tuple((t.data_ptr(), tuple(t.shape), t._version) for t in graph)
+
+
+def _remember_checked(graph: GATGraph) -> None:
+    # Inference tensors count no in-place modification, so a graph of them
+    # is checked at every use.
+    if not is_compiling() and not any(t.is_inference() for t in graph):
+        _checked[graph.src] = _fingerprint(graph)
 
 
 def _check_graph(graph: GATGraph) -> None:
@@ -77,7 +82,8 @@ def _check_graph(graph: GATGraph) -> None:
     # from 0 to E without decreasing, indices lie in range (one host
     # synchronisation for all the facts). The C++ kernels check again; the
     # Triton kernels rely on this.
-    if _checked.get(graph.src) == _fingerprint(graph):
+    if (not graph.src.is_inference()
+            and _checked.get(graph.src) == _fingerprint(graph)):
         return
     num_src, num_dst, num_edges = graph.num_src, graph.num_dst, graph.num_edges
     if graph.ptr.dtype != torch.long or graph.ptr_t.dtype != torch.long:
@@ -113,7 +119,7 @@ def _check_graph(graph: GATGraph) -> None:
             raise IndexError(f"gat_attention: 'graph.{name}' holds indices "
                              f"in [{low}, {high}], out of range for "
                              f"[0, {bound})")
-    _checked[graph.src] = _fingerprint(graph)
+    _remember_checked(graph)
 
 
 class _GraphCache:
@@ -145,6 +151,10 @@ class _GraphCache:
         plain = edge_index
         if type(plain) is not Tensor:
             plain = plain.as_subclass(Tensor)
+        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
+        if plain.is_inference():
+            # No version counter to tell an in-place change: not cached.
+            return gat_graph(plain[j], plain[i], num_src, num_dst)
         signature = (plain._version, plain.data_ptr(), tuple(plain.shape),
                      plain.stride(), plain.device, num_src, num_dst, flow)
         with self._lock:
@@ -153,7 +163,6 @@ class _GraphCache:
                     and entry[1] == signature):
                 self._entries.move_to_end(key)
                 return entry[2]
-        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
         graph = gat_graph(plain[j], plain[i], num_src, num_dst)
 
         def forget(ref, key=key):

@@ -341,6 +341,25 @@ def test_deepcopy_and_dtype_float64():
         conv.double()(x, edge_index), **TOL[torch.float64])
 
 
+def test_inference_mode(path):
+    # Inference tensors have no version counter: the fused path must not
+    # serve a stale cached graph after an in-place change to edge_index.
+    pyg, ours = make_layers(5, 4, torch.float32, 'cpu', heads=2)
+    ours.eval(), pyg.eval()
+    x = torch.randn(8, 5)
+    with torch.inference_mode():
+        edge_index = make_graph('random', 8, 8).clone()
+        for _ in range(2):
+            out, (ei, alpha) = ours(x, edge_index,
+                                    return_attention_weights=True)
+            expected, (pyg_ei, pyg_alpha) = pyg(
+                x, edge_index, return_attention_weights=True)
+            torch.testing.assert_close(out, expected, **TOL[torch.float32])
+            assert torch.equal(ei, pyg_ei)
+            torch.testing.assert_close(alpha, pyg_alpha, **TOL[torch.float32])
+            edge_index[0] = edge_index[0].flip(0)  # In place.
+
+
 class _Counting(GATConv):
     r"""Counts the calls of the `MessagePassing` hooks."""
     calls = 0
