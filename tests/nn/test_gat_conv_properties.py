@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pyg_gat_ext import GATConv
 from pyg_gat_ext.memory import peak_memory
+from pyg_gat_ext.ops import use_backend
 from pyg_gat_ext.ops.attention import graph_cache
 
 
@@ -69,12 +70,12 @@ def test_fused_layer_matches_pyg(graph, heads, channels, add_self_loops,
         torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
 
 
-def _run_twice(make_input):
+def _run_twice(make_input, device):
     outs = []
     for _ in range(2):
         torch.manual_seed(0)
-        conv = GATConv(6, 4, heads=3, dropout=0.3, edge_dim=2)
-        x, edge_index, edge_attr = make_input()
+        conv = GATConv(6, 4, heads=3, dropout=0.3, edge_dim=2).to(device)
+        x, edge_index, edge_attr = [t.to(device) for t in make_input()]
         x.requires_grad_()
         out = conv(x, edge_index, edge_attr)
         out.square().sum().backward()
@@ -82,9 +83,11 @@ def _run_twice(make_input):
     return outs
 
 
-def test_deterministic_algorithms_give_bitwise_identical_runs():
+def test_deterministic_algorithms_give_bitwise_identical_runs(
+        backend, device):
     # No kernel uses atomics: with deterministic algorithms on, two runs
-    # (attention dropout included) agree bit for bit.
+    # (attention dropout included) agree bit for bit, on every backend
+    # (Triton under its interpreter on a machine without a GPU).
     def make_input():
         g = torch.Generator().manual_seed(1)
         edge_index = torch.randint(0, 200, (2, 3000), generator=g)
@@ -94,22 +97,23 @@ def test_deterministic_algorithms_give_bitwise_identical_runs():
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        first, second = _run_twice(make_input)
+        with use_backend(backend):
+            first, second = _run_twice(make_input, device)
     finally:
         torch.use_deterministic_algorithms(previous)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize('dtype', [torch.bfloat16])
-def test_half_precision_forward_and_backward_on_cpu(dtype):
-    # bf16 features and scores, float32 softmax and accumulation inside the
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_forward_and_backward(dtype, device):
+    # Half features and scores, float32 softmax and accumulation inside the
     # kernel: finite for logits up to 1e4, close to the float32 result.
     torch.manual_seed(0)
-    conv = GATConv(8, 4, heads=2)
+    conv = GATConv(8, 4, heads=2).to(device)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(50, 8, generator=g)
-    edge_index = torch.randint(0, 50, (2, 400), generator=g)
+    x = torch.randn(50, 8, generator=g).to(device)
+    edge_index = torch.randint(0, 50, (2, 400), generator=g).to(device)
     expected = conv(x, edge_index)
     out = conv.to(dtype)(x.to(dtype).requires_grad_(), edge_index)
     assert out.dtype == dtype and torch.isfinite(out).all()
