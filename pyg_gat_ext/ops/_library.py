@@ -364,7 +364,7 @@ def _attention_kernel(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
     return kernels.gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid,
                                  ptr_t, dst_t, eid_t, num_loops,
                                  skip_self_loops, negative_slope, dropout,
-                                 _seed_words(seed), need_alpha)
+                                 _reference.seed_words(seed), need_alpha)
 
 
 def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
@@ -379,15 +379,7 @@ def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
     return kernels.gat_attention_backward(
         grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
         eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
-        dropout, _seed_words(seed))
-
-
-def _seed_words(seed: Optional[Tensor]) -> Tuple[int, int]:
-    # The two 32-bit key words of the dropout hash (unused without seed).
-    if seed is None:
-        return 0, 0
-    words = [int(w) for w in seed.tolist()]
-    return words[0], words[1]
+        dropout, _reference.seed_words(seed))
 
 
 for _device in ('cpu', 'cuda'):

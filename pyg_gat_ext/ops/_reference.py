@@ -151,13 +151,21 @@ def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
     return src, dst, eid, valid.view(-1, 1), z, e
 
 
+def seed_words(seed: Optional[Tensor]) -> Tuple[int, int]:
+    r"""The two 32-bit key words of the dropout hash from the seed tensor of
+    the ops ((0, 0) without one)."""
+    if seed is None:
+        return 0, 0
+    words = [int(w) for w in seed.tolist()]
+    return words[0], words[1]
+
+
 def _gat_dropout(eid: Tensor, heads: int, dropout: float,
                  seed: Optional[Tensor], like: Tensor) -> Tensor:
     # The dropout factor of every (edge, head): 0 or 1 / (1 - p).
     if dropout <= 0.0 or seed is None:
         return torch.ones_like(like)
-    words = [int(w) for w in seed.tolist()]
-    keep = dropout_hash(eid, heads, (words[0], words[1]))
+    keep = dropout_hash(eid, heads, seed_words(seed))
     keep = keep >= dropout_threshold(dropout)
     scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
     return keep.to(like.dtype) * scale
