@@ -104,7 +104,7 @@ constexpr int64_t kAhead = 32;
 template <typename acc_t>
 struct NodeEdges {
   std::vector<int64_t> nbr, id;
-  std::vector<acc_t> z, w, t;
+  std::vector<acc_t> z, w;
   int64_t n = 0;
 
   template <typename index_t, typename S>
@@ -116,7 +116,6 @@ struct NodeEdges {
       id.resize(cap);
       z.resize(cap * H);
       w.resize(cap * H);
-      t.resize(cap * H);
     }
     n = 0;
     for (int64_t p = lo; p < hi; ++p) {
@@ -334,21 +333,17 @@ void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
   }
 }
 
-// w[k, h] = alpha = exp(LeakyReLU(z[k, h]) - lse[h]) (times the dropout
-// factor if `with_dropout`), lse being per head or, for `lse_rows`, the row
-// of each gathered neighbour.
+// w[k, h] = alpha = exp(LeakyReLU(z[k, h]) - lse[h]) (before dropout), lse
+// being per head or, for `lse_rows`, the row of each gathered neighbour.
 template <int HT, typename scalar_t, typename acc_t>
-void attention(const Scores<scalar_t, acc_t>& sc, const Dropout& drop,
-               NodeEdges<acc_t>& ne, const acc_t* lse, bool lse_rows,
-               bool with_dropout) {
+void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
+               const acc_t* lse, bool lse_rows) {
   const int64_t H = HT > 0 ? HT : sc.heads;
   for (int64_t k = 0; k < ne.n; ++k) {
     const acc_t* l = lse_rows ? lse + ne.nbr[k] * H : lse;
     const acc_t* z = ne.z.data() + k * H;
     acc_t* w = ne.w.data() + k * H;
     for (int64_t h = 0; h < H; ++h) w[h] = exp_approx(sc.leaky(z[h]) - l[h]);
-    if (with_dropout && drop.active)
-      for (int64_t h = 0; h < H; ++h) w[h] *= drop.factor<acc_t>(ne.id[k], h);
   }
 }
 
@@ -541,7 +536,7 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       ne.gather(graph, i, H, [](int64_t) {});
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, i, true);
-      attention<HT>(sc, drop, ne, pl + i * H, false, false);
+      attention<HT>(sc, ne, pl + i * H, false);
       std::fill(o.begin(), o.end(), acc_t(0));
       std::fill(y.begin(), y.end(), acc_t(0));
       std::fill(sl.begin(), sl.end(), acc_t(0));
@@ -610,7 +605,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       });
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, j, false);
-      attention<HT>(sc, drop, ne, pl, true, false);
+      attention<HT>(sc, ne, pl, true);
       const scalar_t* xj = x + j * H * C;
       std::fill(gx.begin(), gx.end(), acc_t(0));
       std::fill(gv.begin(), gv.end(), acc_t(0));
