@@ -463,32 +463,31 @@ inline void head_dots(acc_t* out, const a_t* a, const b_t* b, int64_t heads,
 }
 
 // The per-edge factors of the backward pass, for edge k of `ne` with
-// attention alpha = w[k] (without dropout) and raw score z[k]: the dropout
-// factor f, u = alpha f (the weight of the edge's row in the output) and
-// v = u LeakyReLU'(z); `sl` gets alpha LeakyReLU'(z) added, and `extra`
-// the terms of grad_alpha: u ga into extra[0 .. H), v ga into extra[H ..).
+// attention alpha = w[k] (without dropout), raw score z[k] and dropout
+// factor f: u = alpha f (the weight of the edge's row in the output),
+// v = u LeakyReLU'(z) and s = alpha LeakyReLU'(z); with grad_alpha, its
+// terms u ga into gu and v ga into gv (untouched without).
 template <int HT, typename scalar_t, typename acc_t>
 inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
                          const Dropout& drop, const NodeEdges<acc_t>& ne,
-                         int64_t k, const scalar_t* grad_alpha, acc_t* f,
-                         acc_t* u, acc_t* v, acc_t* sl, acc_t* extra) {
+                         int64_t k, const scalar_t* grad_alpha, acc_t* u,
+                         acc_t* v, acc_t* s, acc_t* gu, acc_t* gv) {
   const int64_t H = HT > 0 ? HT : sc.heads;
   const acc_t* z = ne.z.data() + k * H;
   const acc_t* a = ne.w.data() + k * H;
   const int64_t id = ne.id[k];
-  for (int64_t h = 0; h < H; ++h)
-    f[h] = drop.active ? drop.factor<acc_t>(id, h) : acc_t(1);
   for (int64_t h = 0; h < H; ++h) {
+    const acc_t f = drop.active ? drop.factor<acc_t>(id, h) : acc_t(1);
     const acc_t lk = z[h] > acc_t(0) ? acc_t(1) : sc.slope;
-    u[h] = a[h] * f[h];
+    u[h] = a[h] * f;
     v[h] = u[h] * lk;
-    sl[h] += a[h] * lk;
+    s[h] = a[h] * lk;
   }
   if (grad_alpha)
     for (int64_t h = 0; h < H; ++h) {
       const acc_t ga = static_cast<acc_t>(grad_alpha[id * H + h]);
-      extra[h] += u[h] * ga;
-      extra[H + h] += v[h] * ga;
+      gu[h] = u[h] * ga;
+      gv[h] = v[h] * ga;
     }
 }
 
@@ -523,8 +522,8 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
-    std::vector<acc_t> o(H * C), y(H * C), f(H), u(H), v(H), sl(H), ex(2 * H),
-        dots(2 * H);
+    std::vector<acc_t> o(H * C), y(H * C), u(H), v(H), e(H), gu(H), gv(H),
+        sl(H), ex(2 * H), dots(2 * H);
     int64_t q = graph.ptr[i0];
     for (int64_t i = i0; i < i1; ++i) {
       for (const int64_t to =
@@ -542,8 +541,14 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       std::fill(sl.begin(), sl.end(), acc_t(0));
       std::fill(ex.begin(), ex.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
-        edge_factors<HT>(sc, drop, ne, k, grad_alpha, f.data(), u.data(),
-                         v.data(), sl.data(), ex.data());
+        edge_factors<HT>(sc, drop, ne, k, grad_alpha, u.data(), v.data(),
+                         e.data(), gu.data(), gv.data());
+        for (int64_t h = 0; h < H; ++h) sl[h] += e[h];
+        if (grad_alpha)
+          for (int64_t h = 0; h < H; ++h) {
+            ex[h] += gu[h];
+            ex[H + h] += gv[h];
+          }
         const scalar_t* xj = x + ne.nbr[k] * H * C;
         add_weighted_row<HT>(o.data(), u.data(), xj, H, C);
         add_weighted_row<HT>(y.data(), v.data(), xj, H, C);
@@ -586,8 +591,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
-    std::vector<acc_t> gx(H * C), gv(H * C), f(H), u(H), v(H), sl(H),
-        ex(2 * H), t(H), ga(H);
+    std::vector<acc_t> gx(H * C), gs(H * C), u(H), v(H), e(H), gu(H),
+        gv(H, acc_t(0)), t(H), ga(H);
     int64_t q = graph.ptr[j0];
     for (int64_t j = j0; j < j1; ++j) {
       for (const int64_t to =
@@ -608,28 +613,26 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       attention<HT>(sc, ne, pl, true);
       const scalar_t* xj = x + j * H * C;
       std::fill(gx.begin(), gx.end(), acc_t(0));
-      std::fill(gv.begin(), gv.end(), acc_t(0));
+      std::fill(gs.begin(), gs.end(), acc_t(0));
       std::fill(t.begin(), t.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
         const int64_t i = ne.nbr[k];
-        std::fill(sl.begin(), sl.end(), acc_t(0));
-        std::fill(ex.begin(), ex.end(), acc_t(0));
-        edge_factors<HT>(sc, drop, ne, k, grad_alpha, f.data(), u.data(),
-                         v.data(), sl.data(), ex.data());
+        edge_factors<HT>(sc, drop, ne, k, grad_alpha, u.data(), v.data(),
+                         e.data(), gu.data(), gv.data());
         const acc_t* d = pd + i * H;
-        // sl = alpha lk and ex[H + h] = v grad_alpha for this edge alone.
-        for (int64_t h = 0; h < H; ++h) t[h] += ex[H + h] - sl[h] * d[h];
+        // gv stays zero without grad_alpha.
+        for (int64_t h = 0; h < H; ++h) t[h] += gv[h] - e[h] * d[h];
         const scalar_t* gi = go + i * H * C;
         add_weighted_row<HT>(gx.data(), u.data(), gi, H, C);
-        add_weighted_row<HT>(gv.data(), v.data(), gi, H, C);
+        add_weighted_row<HT>(gs.data(), v.data(), gi, H, C);
         if (grad_edge) {
           head_dots<HT>(ga.data(), gi, xj, H, C);
           acc_t* ge = grad_edge + ne.id[k] * H;
           for (int64_t h = 0; h < H; ++h)
-            ge[h] = v[h] * ga[h] + ex[H + h] - sl[h] * d[h];
+            ge[h] = v[h] * ga[h] + gv[h] - e[h] * d[h];
         }
       }
-      head_dots<HT>(ps + j * H, xj, gv.data(), H, C);
+      head_dots<HT>(ps + j * H, xj, gs.data(), H, C);
       for (int64_t h = 0; h < H; ++h) ps[j * H + h] += t[h];
       for (int64_t c = 0; c < H * C; ++c)
         px[j * H * C + c] = static_cast<scalar_t>(gx[c]);
