@@ -1,18 +1,19 @@
-r"""Reproduces the GAT paper (Velickovic et al., 2018) on Planetoid Cora with
-:class:`pyg_gat_ext.GATConv`: two layers (8 heads x 8 hidden units with ELU,
-then one output head), dropout 0.6 on the inputs and on the attention, Adam
-with lr 0.005 and weight decay 5e-4, early stopping on the validation loss.
+"""Reproduces the GAT paper (Velickovic et al., 2018) on Planetoid Cora with
+pyg_gat_ext.GATConv: two layers (8 heads x 8 hidden units with ELU, then
+one output head), dropout 0.6 on the inputs and on the attention, Adam with
+lr 0.005 and weight decay 5e-4, early stopping on the validation loss.
 
-Runs offline from a folder holding ``<Name>/raw/`` Planetoid files::
+Runs offline from a folder holding <dataset>/raw/ Planetoid files:
 
     python examples/cora.py --root ../shared/data/Planetoid
 
 The raw files are copied to a temporary folder first, so nothing is ever
-written next to them. ``--compare`` trains PyG's ``GATConv`` on the same
-seeds and prints one table (test accuracy, time per epoch, peak memory);
-``--plot DIR`` writes attention figures (:mod:`pyg_gat_ext.visualize`) of
-the trained model as PNG files.
+written next to them. --compare trains PyG's GATConv on the same seeds and
+prints one table (test accuracy, time per epoch, peak memory); --plot DIR
+writes attention figures (pyg_gat_ext.visualize) of the trained model as
+PNG files.
 """
+# The docstring above is also the text of --help: plain text, no reST.
 import argparse
 import copy
 import os
@@ -27,6 +28,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+import torch_geometric
 import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 
@@ -39,19 +41,76 @@ IMPLS = {
 }
 
 
+#: The raw files' extensions, as in PyG's Planetoid.raw_file_names:
+#: <root>/<Name>/raw/ind.<name>.<ext>.
+RAW_EXTS = ['x', 'tx', 'allx', 'y', 'ty', 'ally', 'graph', 'test.index']
+
+
+class DatasetNotFound(FileNotFoundError):
+    r"""The raw Planetoid files are neither in the root given nor
+    downloadable; the message says where to put them."""
+
+
+def default_root():
+    r"""The folder that PyG downloads Planetoid into when no root is
+    given: ``Planetoid/`` in PyG's home folder (``$PYG_HOME``, else
+    ``~/.cache/pyg``)."""
+    return osp.join(torch_geometric.get_home_dir(), 'Planetoid')
+
+
+def _raw_names(name):
+    return [f'ind.{name.lower()}.{ext}' for ext in RAW_EXTS]
+
+
+def _missing_raw(root, name):
+    raw = osp.join(root, name, 'raw')
+    return [f for f in _raw_names(name) if not osp.isfile(osp.join(raw, f))]
+
+
+def _not_found(name, what):
+    return DatasetNotFound(
+        f'{what}.\nGive the folder holding the raw Planetoid files with '
+        f"--root DIR or ${ENV_ROOT}=DIR; PyG's Planetoid reads "
+        f'DIR/{name}/raw/' + ', '.join(_raw_names(name)) + '.')
+
+
+def _download(root, name):
+    # PyG's own download into its default folder (the online path). On
+    # failure, the folders it created are removed again, partly
+    # downloaded files with them.
+    created, path = None, osp.join(root, name, 'raw')
+    while not osp.exists(path):  # The topmost folder PyG would create.
+        created, path = path, osp.dirname(path)
+    try:
+        return Planetoid(root, name, transform=T.NormalizeFeatures())
+    except Exception as e:
+        if not _missing_raw(root, name):
+            raise  # Downloaded: the error is not the download's.
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        reason = (str(e).splitlines() or [''])[0] or type(e).__name__
+        raise _not_found(name, f"Could not download Planetoid '{name}' "
+                         f'into {root} ({reason})') from e
+
+
 def load_dataset(name, root=None):
     r"""Loads Planetoid :obj:`name` from :obj:`root` (else the environment
-    variable ``PYG_GAT_EXT_DATA``, else PyG's default download folder).
-    A root that already holds the raw files is copied to a temporary folder
-    so that Planetoid's ``processed/`` files are never written into it."""
+    variable ``PYG_GAT_EXT_DATA``, else PyG's default download folder,
+    downloading it there if needed). A root that holds the raw files is
+    copied to a temporary folder so that Planetoid's ``processed/`` files
+    are never written into it. Raises :class:`DatasetNotFound` (with what
+    to do) if the raw files are neither there nor downloadable."""
     root = root or os.environ.get(ENV_ROOT)
     if root is None:
-        root = osp.join(osp.expanduser('~'), '.cache', 'pyg', 'Planetoid')
-        return Planetoid(root, name, transform=T.NormalizeFeatures())
+        return _download(default_root(), name)
     raw = osp.join(root, name, 'raw')
-    if not osp.isdir(raw):
-        raise FileNotFoundError(f"No raw Planetoid files for '{name}' in "
-                                f"'{raw}'")
+    missing = _missing_raw(root, name)
+    if len(missing) == len(RAW_EXTS):
+        raise _not_found(name, f"No raw Planetoid files for '{name}' in "
+                         f'{raw}')
+    if missing:
+        raise _not_found(name, f"Incomplete raw Planetoid files for "
+                         f"'{name}' in {raw} (missing: {', '.join(missing)})")
     with tempfile.TemporaryDirectory(prefix='pyg_gat_ext_') as tmp:
         shutil.copytree(raw, osp.join(tmp, name, 'raw'))
         # The dataset is held in memory: the copy can go once it is loaded.
@@ -341,7 +400,9 @@ def main(argv=None):
     r"""Runs the example; returns the test accuracy of each seed, or with
     :obj:`--compare` a dictionary mapping :obj:`'ext'` and :obj:`'pyg'` to
     the :class:`Result` of each seed."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dataset', default='Cora',
                         choices=['Cora', 'CiteSeer'])
     parser.add_argument('--root', default=None,
@@ -377,9 +438,13 @@ def main(argv=None):
             import networkx  # noqa: F401
         except ImportError as e:
             parser.error(f"--plot needs matplotlib and networkx ({e}): "
-                         f"pip install '.[viz]'")
+                         f"pip install matplotlib networkx (or, from the "
+                         f"checkout, pip install '.[viz]')")
 
-    dataset = load_dataset(args.dataset, args.root)
+    try:
+        dataset = load_dataset(args.dataset, args.root)
+    except DatasetNotFound as e:
+        parser.exit(2, f'{parser.prog}: error: {e}\n')
     data = dataset[0].to(args.device)
     impls = list(IMPLS) if args.compare else [args.impl]
     results = {impl: [] for impl in impls}

@@ -1,5 +1,6 @@
 import os
 import os.path as osp
+import re
 import runpy
 import sys
 
@@ -23,10 +24,75 @@ def test_cora_example_runs_offline_without_writing(planetoid_root, capsys):
     assert _listing(planetoid_root) == before  # No `processed/` written.
 
 
-def test_cora_example_missing_root(tmp_path):
+def _fail_with_short_error(cora, argv, capsys):
+    # The example's error for missing data: exit code 2, a few lines on
+    # stderr naming --root, $PYG_GAT_EXT_DATA and where the files go.
+    with pytest.raises(SystemExit) as e:
+        cora['main'](argv)
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ''
+    assert 'error: ' in err and 'Traceback' not in err
+    assert len(err.splitlines()) <= 3
+    assert '--root DIR or $PYG_GAT_EXT_DATA=DIR' in err
+    assert ('DIR/Cora/raw/ind.cora.x, ind.cora.tx, ind.cora.allx, '
+            'ind.cora.y, ind.cora.ty, ind.cora.ally, ind.cora.graph, '
+            'ind.cora.test.index.') in err
+    return err
+
+
+def test_cora_example_missing_root(tmp_path, capsys):
     cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
-    with pytest.raises(FileNotFoundError, match='No raw Planetoid files'):
-        cora['main'](['--root', str(tmp_path), '--epochs', '1'])
+    err = _fail_with_short_error(cora, ['--root', str(tmp_path)], capsys)
+    assert f"No raw Planetoid files for 'Cora' in {tmp_path}" in err
+    assert os.listdir(tmp_path) == []
+
+    raw = tmp_path / 'Cora' / 'raw'
+    raw.mkdir(parents=True)
+    (raw / 'ind.cora.x').touch()
+    err = _fail_with_short_error(cora, ['--root', str(tmp_path)], capsys)
+    assert 'missing: ind.cora.tx, ind.cora.allx,' in err
+    assert os.listdir(raw) == ['ind.cora.x']
+
+
+def test_cora_example_no_root_offline(tmp_path, monkeypatch, capsys):
+    # No --root, no $PYG_GAT_EXT_DATA: PyG's download into its default
+    # folder, which fails offline (here: a download that writes part of a
+    # file, then fails). The error is short and the folders the download
+    # created are gone.
+    from torch_geometric.io import fs
+    urls = []
+
+    def cp(url, folder, *args, **kwargs):  # What Planetoid downloads with.
+        urls.append(url)
+        with open(osp.join(folder, osp.basename(url)), 'w') as f:
+            f.write('partial')
+        raise OSError('Cannot connect to host github.com:443\n(details)')
+
+    monkeypatch.setattr(fs, 'cp', cp)
+    monkeypatch.delenv('PYG_GAT_EXT_DATA', raising=False)
+    monkeypatch.delenv('PYG_HOME', raising=False)
+    monkeypatch.setenv('HOME', str(tmp_path))
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    assert cora['default_root']().startswith(str(tmp_path))
+    err = _fail_with_short_error(cora, ['--epochs', '1'], capsys)
+    assert urls  # The online path is PyG's own download.
+    assert "Could not download Planetoid 'Cora'" in err
+    assert 'Cannot connect to host github.com:443)' in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_cora_example_help_is_plain_text(capsys):
+    # The description is the module docstring: no Sphinx/reST markup.
+    cora = runpy.run_path(osp.join(EXAMPLES, 'cora.py'))
+    with pytest.raises(SystemExit) as e:
+        cora['main'](['--help'])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert 'python examples/cora.py --root ../shared/data/Planetoid' in out
+    assert '--compare' in out and '--no-progress' in out
+    assert '``' not in out and '::' not in out
+    assert not re.search(r':[a-z]+:`', out), out
 
 
 def test_cora_example_compare(planetoid_root, capsys):
