@@ -15,7 +15,8 @@ zeroes and rescales weights in training mode.
 
 :func:`attention_entropy` and :func:`uniform_entropy` need only PyTorch.
 The plotting functions need matplotlib and networkx
-(``pip install 'pyg-gat-ext[viz]'``), imported on first use; they return a
+(``pip install matplotlib networkx``, or ``pip install '.[viz]'`` from a
+checkout of pyg-gat-ext), imported on first use; they return a
 :class:`matplotlib.figure.Figure` without touching :mod:`matplotlib.pyplot`
 state (in a notebook, the figure shows as the cell's value; elsewhere,
 :meth:`~matplotlib.figure.Figure.savefig` it).
@@ -177,7 +178,8 @@ def _import_plotting() -> Tuple[Any, Any]:
         raise ImportError(
             f"pyg_gat_ext.visualize's plotting functions need matplotlib "
             f"and networkx ({e}); install them with "
-            f"pip install 'pyg-gat-ext[viz]'") from e
+            f"pip install matplotlib networkx (or pip install '.[viz]' "
+            f"from a checkout of pyg-gat-ext)") from e
     return matplotlib, networkx
 
 
