@@ -1,11 +1,11 @@
+import sys
 import typing
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
-from torch_geometric import EdgeIndex, is_compiling
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
@@ -16,24 +16,26 @@ from torch_geometric.typing import (
     OptTensor,
     Size,
     SparseTensor,
-    torch_sparse,
 )
-from torch_geometric.utils import (
-    add_self_loops,
-    is_torch_sparse_tensor,
-    remove_self_loops,
-    scatter,
-    to_edge_index,
-    to_torch_coo_tensor,
-    to_torch_csr_tensor,
-)
+from torch_geometric.utils import is_torch_sparse_tensor, remove_self_loops
 
-from pyg_gat_ext.ops import (
-    cached_gat_graph,
-    gat_attention,
-    gat_graph,
-    segment_softmax,
+from pyg_gat_ext.nn import _fused
+from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
+from pyg_gat_ext.nn._normalize import (  # noqa: F401 (PyG's name)
+    gat_norm,
+    normalize_sparse_tensor,
+    normalize_tensor,
 )
+from pyg_gat_ext.nn._self_loops import (
+    csc_as_csr,
+    num_loops,
+    set_sparse_value,
+    sparse_tensor_self_loops,
+    sparse_tensor_without_self_loops,
+    with_self_loops,
+)
+from pyg_gat_ext.ops import cached_gat_graph, segment_softmax
+from pyg_gat_ext.ops.attention import group_edges
 
 if typing.TYPE_CHECKING:
     from typing import overload
@@ -115,6 +117,13 @@ class GATConv(MessagePassing):
             an additive bias. (default: :obj:`True`)
         residual (bool, optional): If set to :obj:`True`, the layer will add
             a learnable skip-connection. (default: :obj:`False`)
+        normalize (bool, optional): If set to :obj:`True`, will add
+            self-loops to the input graph and compute symmetric normalization
+            coefficients on-the-fly, as in the `"Bag of Tricks for Node
+            Classification with Graph Neural Networks"
+            <https://arxiv.org/abs/2103.13355>`_ paper (PyG's development
+            branch after 2.8; not for bipartite layers; runs on the
+            :class:`MessagePassing` path). (default: :obj:`False`)
         fused (bool, optional): :obj:`None` takes the fused kernel unless
             something needs the per-edge messages, :obj:`True` always takes
             it (an error where it cannot serve), :obj:`False` always takes
@@ -160,6 +169,7 @@ class GATConv(MessagePassing):
         fill_value: Union[float, Tensor, str] = 'mean',
         bias: bool = True,
         residual: bool = False,
+        normalize: bool = False,
         fused: Optional[bool] = None,
         **kwargs,
     ):
@@ -167,6 +177,8 @@ class GATConv(MessagePassing):
         super().__init__(node_dim=0, **kwargs)
         if fused is not None:
             self.fused = fused
+        # Set when scripted (see `__prepare_scriptable__`).
+        self._fused_in_script = False
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -178,6 +190,7 @@ class GATConv(MessagePassing):
         self.edge_dim = edge_dim
         self.fill_value = fill_value
         self.residual = residual
+        self.normalize = normalize
 
         # A bipartite layer transforms source and target nodes separately:
         self.lin = self.lin_src = self.lin_dst = None
@@ -307,18 +320,15 @@ class GATConv(MessagePassing):
 
         if self.lin_edge is None:  # Edge features are unused then.
             edge_attr = torch.jit.annotate(Optional[Tensor], None)
-        self._check_input_shapes(x, edge_index, edge_attr, size)
-
+        if self.normalize and not isinstance(self.in_channels, int):
+            raise NotImplementedError("GATConv: The usage of 'normalize' is "
+                                      "not supported for bipartite message "
+                                      "passing.")
+        num_src, num_dst = check_inputs(x, edge_index, edge_attr, size,
+                                        self.in_channels, self.edge_dim,
+                                        self.flow)
         if isinstance(edge_index, Tensor):
-            if edge_index.layout == torch.sparse_csc:
-                # PyG's message passing takes COO and CSR: go to CSR, with
-                # explicit edge features as values so they follow the edges.
-                if edge_attr is not None:
-                    if edge_attr.dim() == 1:
-                        edge_attr = edge_attr.view(-1, 1)
-                    edge_index = _set_sparse_value(edge_index, edge_attr)
-                    edge_attr = torch.jit.annotate(Optional[Tensor], None)
-                edge_index = edge_index.to_sparse_csr()
+            edge_index, edge_attr = csc_as_csr(edge_index, edge_attr)
 
         res: Optional[Tensor] = None
 
@@ -351,41 +361,66 @@ class GATConv(MessagePassing):
                 if x_dst is not None:
                     x_dst = self.lin_dst(x_dst).view(-1, H, C)
 
-        x = (x_src, x_dst)
-
         # Node-level attention scores of source and target nodes:
         alpha_src = (x_src * self.att_src).sum(dim=-1)
         alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
-        alpha_pair = (alpha_src, alpha_dst)
 
-        use_fused = False
-        if not torch.jit.is_scripting():
-            use_fused = self._use_fused(x_dst, edge_index)
         need_alpha = return_attention_weights is True
-        if use_fused and isinstance(edge_index, Tensor):
-            out, edge_index, alpha = self._fused_edge_index(
-                x_src, x_dst, alpha_src, alpha_dst, edge_index, edge_attr,
-                size, need_alpha)
-        elif use_fused and isinstance(edge_index, SparseTensor):
+        use_fused = self._fused_in_script
+        if not torch.jit.is_scripting():
+            use_fused = _fused.use_fused(self, edge_index)
+        if (use_fused and isinstance(edge_index, Tensor)
+                and is_edge_list(edge_index)):
+            out, edge_index, alpha = self._fused_edge_list(
+                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
+                num_dst, need_alpha)
+        elif (use_fused and not torch.jit.is_scripting()
+              and isinstance(edge_index, Tensor)):
+            out, edge_index, alpha = self._fused_torch_sparse(
+                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
+                num_dst, need_alpha)
+        elif (use_fused and not torch.jit.is_scripting()
+              and isinstance(edge_index, SparseTensor)):
             out, edge_index, alpha = self._fused_sparse_tensor(
-                x_src, x_dst, alpha_src, alpha_dst, edge_index, edge_attr,
-                size, need_alpha)
+                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
+                num_dst, need_alpha)
         else:
-            if self.add_self_loops:
+            if isinstance(edge_index, Tensor):
+                edge_index = with_counts(edge_index, num_src, num_dst)
+            if self.normalize:  # It adds its own self-loops.
                 if isinstance(edge_index, Tensor):
-                    edge_index, edge_attr = self._tensor_with_self_loops(
-                        edge_index, edge_attr, x_src, x_dst, size)
+                    edge_index, edge_attr = remove_self_loops(
+                        edge_index, edge_attr)
                 elif isinstance(edge_index, SparseTensor):
-                    edge_index, edge_attr = (
-                        self._sparse_tensor_with_self_loops(
-                            edge_index, edge_attr, x_src, x_dst, size))
+                    edge_index = sparse_tensor_without_self_loops(edge_index)
+            elif self.add_self_loops:
+                if isinstance(edge_index, Tensor):
+                    edge_index, edge_attr = with_self_loops(
+                        edge_index, edge_attr, num_src, num_dst,
+                        self.fill_value)
+                elif isinstance(edge_index, SparseTensor):
+                    edge_index = sparse_tensor_self_loops(
+                        edge_index, edge_attr, num_loops(num_src, num_dst),
+                        self.fill_value, self.edge_dim is not None)
+                    if self.edge_dim is not None:  # Now its values.
+                        edge_attr = torch.jit.annotate(Optional[Tensor], None)
 
+            # One count for every step, as the fused path uses it:
+            counts = (num_src, num_dst)
             # edge_updater_type: (alpha: OptPairTensor, edge_attr: OptTensor)
-            alpha = self.edge_updater(edge_index, alpha=alpha_pair,
-                                      edge_attr=edge_attr, size=size)
+            alpha = self.edge_updater(edge_index, alpha=(alpha_src, alpha_dst),
+                                      edge_attr=edge_attr, size=counts)
+            if self.normalize:
+                if isinstance(edge_index, Tensor):
+                    edge_index, alpha = normalize_tensor(
+                        edge_index, alpha, num_src, self.flow)
+                elif isinstance(edge_index, SparseTensor):
+                    edge_index, alpha = normalize_sparse_tensor(
+                        edge_index, alpha, alpha.dtype)
 
             # propagate_type: (x: OptPairTensor, alpha: Tensor)
-            out = self.propagate(edge_index, x=x, alpha=alpha, size=size)
+            out = self.propagate(edge_index, x=(x_src, x_dst), alpha=alpha,
+                                 size=counts)
 
         if self.concat:
             out = out.view(-1, self.heads * self.out_channels)
@@ -406,7 +441,7 @@ class GATConv(MessagePassing):
                     return out
             if isinstance(edge_index, Tensor):
                 if is_torch_sparse_tensor(edge_index):
-                    adj = _set_sparse_value(edge_index, alpha)
+                    adj = set_sparse_value(edge_index, alpha)
                     return out, (adj, alpha)
                 else:
                     return out, (edge_index, alpha)
@@ -439,477 +474,92 @@ class GATConv(MessagePassing):
     def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
         return alpha.unsqueeze(-1) * x_j
 
+    # The fused path ########################################################
+
+    def _fused_edge_list(self, x_src: Tensor, alpha_src: Tensor,
+                         alpha_dst: OptTensor, edge_index: Tensor,
+                         edge_attr: OptTensor, num_src: int, num_dst: int,
+                         need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        # The grouped graph is cached in eager mode, built when scripted.
+        if torch.jit.is_scripting():
+            j, i = (0, 1) if self.flow == 'source_to_target' else (1, 0)
+            graph = list(group_edges(edge_index[j], edge_index[i], num_src,
+                                     num_dst))
+        else:
+            graph = list(cached_gat_graph(edge_index, num_src, num_dst,
+                                          self.flow))
+        return _fused.edge_list_attention(
+            x_src, alpha_src, alpha_dst, edge_index, graph, edge_attr,
+            self._edge_score_weight(edge_attr), num_src, num_dst,
+            self.add_self_loops, self.fill_value, self.negative_slope,
+            self.dropout if self.training else 0.0, need_alpha)
+
+    def _edge_score_weight(self, edge_attr: OptTensor) -> Optional[Tensor]:
+        # `lin_edge` and `att_edge` in one [H, edge_dim] product: the edge
+        # scores are `edge_attr @ weight.t()`, never [E, H, C] features.
+        lin_edge, att_edge = self.lin_edge, self.att_edge
+        if lin_edge is None or att_edge is None or edge_attr is None:
+            return None
+        if not torch.jit.is_scripting():
+            if torch.nn.parameter.is_lazy(lin_edge.weight):
+                lin_edge(edge_attr.view(edge_attr.size(0), -1))
+        H, C = self.heads, self.out_channels
+        weight = lin_edge.weight.view(H, C, -1)
+        return (weight * att_edge.view(H, C, 1)).sum(dim=1)
+
+    # Sparse adjacencies take the fused path in Python only; TorchScript
+    # types `edge_index` per forward overload: one entry point per type.
+    @torch.jit.unused
+    def _fused_torch_sparse(
+            self, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
+            edge_index: Tensor, edge_attr: OptTensor, num_src: int,
+            num_dst: int,
+            need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        return _fused.propagate_sparse(self, x_src, alpha_src, alpha_dst,
+                                       edge_index, edge_attr, num_src,
+                                       num_dst, need_alpha)
+
+    @torch.jit.unused
+    def _fused_sparse_tensor(
+            self, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
+            edge_index: SparseTensor, edge_attr: OptTensor, num_src: int,
+            num_dst: int,
+            need_alpha: bool) -> Tuple[Tensor, SparseTensor, Tensor]:
+        return _fused.propagate_sparse(self, x_src, alpha_src, alpha_dst,
+                                       edge_index, edge_attr, num_src,
+                                       num_dst, need_alpha)
+
+    @torch.jit.unused
+    def __prepare_scriptable__(self) -> 'GATConv':
+        # `forward` is overloaded for TorchScript (its return type depends
+        # on `return_attention_weights`, as in PyG), so a GATConv scripted
+        # on its own has overloads but no callable `forward`: say so at
+        # script time. As a submodule of a scripted model it is fine.
+        caller = sys._getframe(2).f_code.co_name
+        if caller == 'call_prepare_scriptable_func':  # The top-level module.
+            raise RuntimeError(_SCRIPT_ALONE)
+        # Scripted, edge lists take the fused kernel unless the layer needs
+        # its `MessagePassing` hooks (decided now, once).
+        self._fused_in_script = (self.fused is not False and _fused.unfusable(
+            self, torch.empty(2, 0, dtype=torch.long)) is None)
+        return self
+
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, heads={self.heads})')
 
-    # Fused path ##############################################################
 
-    @torch.jit.unused
-    def _use_fused(self, x_dst: OptTensor, edge_index: Adj) -> bool:
-        # Whether `forward` takes the fused kernel (see `fused`).
-        if self.fused is False:
-            return False
-        reason = self._unfusable(x_dst, edge_index)
-        if reason is None:
-            return True
-        if self.fused:
-            raise RuntimeError(f'GATConv: fused=True but the fused kernel '
-                               f'cannot serve this call: {reason}')
-        return False
+_SCRIPT_ALONE = """GATConv: torch.jit.script(conv) on the layer itself cannot give a \
+callable module: its forward is overloaded for TorchScript (the return type \
+depends on return_attention_weights, as in PyG's GATConv). Script the module \
+that calls it instead, with the argument types it uses, e.g.
 
-    @torch.jit.unused
-    def _unfusable(self, x_dst: OptTensor, edge_index: Adj) -> Optional[str]:
-        # Why this call needs the `MessagePassing` path, or None.
-        if self.explain:
-            return 'explain mode needs the per-edge messages'
-        cls = type(self)
-        for name in _MESSAGE_PASSING_METHODS:
-            if getattr(cls, name) is not getattr(GATConv, name):
-                return f'{cls.__name__} overrides {name}()'
-        for name in _HOOKS:
-            if len(getattr(self, name)) > 0:
-                return f'hooks are registered ({name})'
-        if self.aggr != 'add' or self.decomposed_layers != 1:
-            return (f"aggr={self.aggr!r} and decomposed_layers="
-                    f"{self.decomposed_layers} (the kernel sums in one pass)")
-        if self.flow != 'source_to_target' and (
-                not isinstance(edge_index, Tensor)
-                or is_torch_sparse_tensor(edge_index)):
-            # PyG's message passing rejects this: so does the fallback.
-            return "flow='target_to_source' with a sparse adjacency"
-        return None
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = GATConv(16, 8, heads=2)
 
-    @torch.jit.unused
-    def _edge_scores(self, edge_attr: Tensor) -> Tensor:
-        # The attention score of every edge feature row, [E, H]: through the
-        # [H, edge_dim] product of `lin_edge` and `att_edge` rather than
-        # the [E, H, C] projected features.
-        assert self.lin_edge is not None and self.att_edge is not None
-        H, C = self.heads, self.out_channels
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
-        weight = self.lin_edge.weight
-        if torch.nn.parameter.is_lazy(weight):
-            edge_attr = self.lin_edge(edge_attr).view(-1, H, C)
-            return (edge_attr * self.att_edge).sum(dim=-1)
-        weight = weight.view(H, C, -1)
-        score = (weight * self.att_edge.view(H, C, 1)).sum(dim=1)
-        return edge_attr @ score.t()
+        def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+            return self.conv(x, edge_index)
 
-    # TorchScript types `edge_index` per forward overload: one entry point
-    # per type (never compiled, the fused path is Python only).
-    @torch.jit.unused
-    def _fused_edge_index(self, x_src: Tensor, x_dst: OptTensor,
-                          alpha_src: Tensor, alpha_dst: OptTensor,
-                          edge_index: Tensor, edge_attr: OptTensor,
-                          size: Size,
-                          need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        return self._fused_propagate(x_src, x_dst, alpha_src, alpha_dst,
-                                     edge_index, edge_attr, size, need_alpha)
-
-    @torch.jit.unused
-    def _fused_sparse_tensor(
-            self, x_src: Tensor, x_dst: OptTensor, alpha_src: Tensor,
-            alpha_dst: OptTensor, edge_index: SparseTensor,
-            edge_attr: OptTensor, size: Size,
-            need_alpha: bool) -> Tuple[Tensor, SparseTensor, Tensor]:
-        return self._fused_propagate(x_src, x_dst, alpha_src, alpha_dst,
-                                     edge_index, edge_attr, size, need_alpha)
-
-    @torch.jit.unused
-    def _fused_propagate(self, x_src: Tensor, x_dst: OptTensor,
-                         alpha_src: Tensor, alpha_dst: OptTensor,
-                         edge_index: Adj, edge_attr: OptTensor, size: Size,
-                         need_alpha: bool) -> Tuple[Tensor, Adj, Tensor]:
-        # Attention and aggregation in one kernel: `out` [N_dst, H, C], the
-        # edges used and their attention weights as PyG returns them (an
-        # empty tensor unless `need_alpha`).
-        num_src = x_src.size(0)
-        num_dst = num_src if x_dst is None else x_dst.size(0)
-        if x_dst is None and size is not None and size[1] is not None:
-            num_dst = size[1]
-        dropout = self.dropout if self.training else 0.0
-        no_alpha = alpha_src.new_empty(0, self.heads)
-
-        if (not isinstance(edge_index, Tensor)
-                or is_torch_sparse_tensor(edge_index)):
-            # A sparse adjacency: its self-loops are replaced as PyG does
-            # (node-level copies), then its entries are the edges.
-            if self.add_self_loops and isinstance(edge_index, SparseTensor):
-                edge_index, edge_attr = self._sparse_tensor_with_self_loops(
-                    edge_index, edge_attr, x_src, x_dst, size)
-            elif self.add_self_loops:
-                edge_index, edge_attr = self._tensor_with_self_loops(
-                    edge_index, edge_attr, x_src, x_dst, size)
-            if isinstance(edge_index, SparseTensor):
-                dst, src, value = edge_index.coo()
-            else:
-                indices, value = to_edge_index(edge_index)
-                dst, src = indices[0], indices[1]
-                if value.dim() == 1:  # Edge weights, not features.
-                    value = None
-            if edge_attr is None:
-                edge_attr = value
-            edge_score = None
-            if (edge_attr is not None and self.lin_edge is not None
-                    and edge_attr.size(0) > 0):  # Unused without edges.
-                edge_score = self._edge_scores(edge_attr)
-            result = gat_attention(
-                x_src, alpha_src, alpha_dst,
-                gat_graph(src, dst, num_src, num_dst), edge_score,
-                negative_slope=self.negative_slope, dropout=dropout,
-                return_attention_weights=need_alpha)
-            alpha = result.alpha if need_alpha else no_alpha
-            return result.out, edge_index, alpha
-
-        # An edge list: self-loops are implicit in the kernel, which skips
-        # the existing ones, and the grouped graph is cached.
-        # (`flow='target_to_source'` is the same with the rows swapped.)
-        num_loops = 0
-        if self.add_self_loops:
-            num_loops = self._num_loops(x_src, x_dst, size)
-        graph = cached_gat_graph(edge_index, num_src,
-                                 num_dst, self.flow)
-
-        edge_score = None
-        if (edge_attr is not None and self.lin_edge is not None
-                and edge_attr.size(0) + num_loops > 0):
-            edge_score = self._edge_scores(edge_attr)
-            if num_loops > 0:
-                if edge_attr.dim() == 1:
-                    edge_attr = edge_attr.view(-1, 1)
-                keep = edge_index[0] != edge_index[1]
-                loop_attr = self._loop_attr(edge_attr[keep],
-                                            edge_index[1][keep], num_loops,
-                                            max(num_src, num_dst))
-                edge_score = torch.cat(
-                    [edge_score, self._edge_scores(loop_attr)], dim=0)
-
-        result = gat_attention(x_src, alpha_src, alpha_dst, graph, edge_score,
-                               num_loops=num_loops,
-                               remove_self_loops=self.add_self_loops,
-                               negative_slope=self.negative_slope,
-                               dropout=dropout,
-                               return_attention_weights=need_alpha)
-        if not need_alpha or result.alpha is None:
-            return result.out, edge_index, no_alpha
-        alpha = result.alpha
-        if self.add_self_loops:
-            # The edges and weights in PyG's order: the edges that are not
-            # self-loops, then one loop per node.
-            num_edges = edge_index.size(1)
-            keep = edge_index[0] != edge_index[1]
-            alpha = torch.cat([alpha[:num_edges][keep], alpha[num_edges:]])
-            edge_index, _ = self._self_loops(edge_index, None, num_loops,
-                                             max(num_src, num_dst))
-        return result.out, edge_index, alpha
-
-    # Self-loops ##############################################################
-
-    def _num_loops(self, x_src: Tensor, x_dst: OptTensor, size: Size) -> int:
-        # Self-loops are added for the nodes that are both source and target
-        # nodes.
-        num_src = x_src.size(0)
-        num_dst = num_src if x_dst is None else x_dst.size(0)
-        num_loops = min(num_src, num_dst)
-        if size is not None:
-            num_loops = min(size)
-        return num_loops
-
-    def _tensor_with_self_loops(
-            self, edge_index: Tensor, edge_attr: OptTensor, x_src: Tensor,
-            x_dst: OptTensor, size: Size) -> Tuple[Tensor, OptTensor]:
-        # The graph with its self-loops replaced by one per node, as PyG's
-        # layer builds it; edge features of a sparse adjacency become its
-        # values (then `edge_attr` is None).
-        num_loops = self._num_loops(x_src, x_dst, size)
-        if is_torch_sparse_tensor(edge_index):
-            edge_index = self._sparse_self_loops(edge_index, edge_attr,
-                                                 num_loops)
-            return edge_index, torch.jit.annotate(Optional[Tensor], None)
-        num_src = x_src.size(0)
-        num_dst = num_src if x_dst is None else x_dst.size(0)
-        return self._self_loops(edge_index, edge_attr, num_loops,
-                                max(num_src, num_dst))
-
-    def _sparse_tensor_with_self_loops(
-            self, edge_index: SparseTensor, edge_attr: OptTensor,
-            x_src: Tensor, x_dst: OptTensor,
-            size: Size) -> Tuple[SparseTensor, OptTensor]:
-        # As `_tensor_with_self_loops`, for a `SparseTensor`.
-        if self.edge_dim is None:
-            return torch_sparse.set_diag(edge_index), edge_attr
-        edge_index = self._sparse_tensor_self_loops(
-            edge_index, edge_attr, self._num_loops(x_src, x_dst, size))
-        return edge_index, torch.jit.annotate(Optional[Tensor], None)
-
-    def _loop_attr(self, edge_attr: Tensor, dst: Tensor, num_loops: int,
-                   dim_size: int) -> Tensor:
-        # The features of the self-loops of nodes `0, ..., num_loops - 1`
-        # according to `fill_value`; `dst` holds the node each edge of
-        # `edge_attr` points to, every entry smaller than `dim_size`.
-        size = [num_loops] + list(edge_attr.size()[1:])
-        fill_value = self.fill_value
-        if isinstance(fill_value, str):
-            # Reduce over all nodes first, so that a bipartite graph with
-            # more target than source nodes needs no out-of-range index:
-            dim_size = max(dim_size, num_loops)
-            return scatter(edge_attr, dst, 0, dim_size,
-                           reduce=fill_value)[:num_loops]
-        elif isinstance(fill_value, Tensor):
-            loop_attr = fill_value.to(edge_attr.device, edge_attr.dtype)
-            if edge_attr.dim() != loop_attr.dim():
-                loop_attr = loop_attr.unsqueeze(0)
-            return loop_attr.expand(size).contiguous()
-        elif fill_value is None:
-            return edge_attr.new_ones(size)
-        else:
-            return edge_attr.new_full(size, fill_value)
-
-    def _self_loops(self, edge_index: Tensor, edge_attr: OptTensor,
-                    num_loops: int,
-                    dim_size: int) -> Tuple[Tensor, OptTensor]:
-        # Existing self-loops are removed and one per node is appended, in
-        # PyG's edge order (`EdgeIndex` inputs stay `EdgeIndex`).
-        edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
-        if edge_attr is not None:
-            loop_attr = self._loop_attr(edge_attr, edge_index[1], num_loops,
-                                        dim_size)
-            edge_attr = torch.cat([edge_attr, loop_attr], dim=0)
-        edge_index, _ = add_self_loops(edge_index, num_nodes=num_loops)
-        return edge_index, edge_attr
-
-    def _sparse_self_loops(self, adj_t: Tensor, edge_attr: OptTensor,
-                           num_loops: int) -> Tensor:
-        # A `torch.sparse` COO or CSR adjacency: explicit edge features
-        # travel as its values, so that they are reordered with the edges.
-        if edge_attr is not None:
-            if edge_attr.dim() == 1:
-                edge_attr = edge_attr.view(-1, 1)
-            adj_t = _set_sparse_value(adj_t, edge_attr)
-        sparse_size = (adj_t.size(0), adj_t.size(1))
-        layout = adj_t.layout
-        edge_index, value = to_edge_index(adj_t)
-        row, col, value = self._replace_self_loops(
-            edge_index[0], edge_index[1], value, num_loops, max(sparse_size))
-        edge_index = torch.stack([row, col], dim=0)
-        if layout == torch.sparse_coo:
-            return to_torch_coo_tensor(edge_index, value, sparse_size)
-        return to_torch_csr_tensor(edge_index, value, sparse_size)
-
-    def _sparse_tensor_self_loops(self, adj_t: SparseTensor,
-                                  edge_attr: OptTensor,
-                                  num_loops: int) -> SparseTensor:
-        # A `SparseTensor` with edge features, which PyG does not support:
-        # the features become its values and self-loops get `fill_value`.
-        row, col, value = adj_t.coo()
-        if edge_attr is not None:
-            value = edge_attr
-        if value is None:
-            raise ValueError("GATConv: 'edge_dim' is set but neither "
-                             "'edge_attr' nor the 'SparseTensor' holds edge "
-                             "features")
-        sparse_sizes = (adj_t.size(0), adj_t.size(1))
-        row, col, value = self._replace_self_loops(row, col, value,
-                                                   num_loops,
-                                                   max(sparse_sizes))
-        return SparseTensor(row=row, col=col, value=value,
-                            sparse_sizes=sparse_sizes)
-
-    def _replace_self_loops(self, row: Tensor, col: Tensor, value: Tensor,
-                            num_loops: int,
-                            dim_size: int) -> Tuple[Tensor, Tensor, Tensor]:
-        # The entries (row, col, value) of a transposed adjacency without its
-        # self-loops, then one loop per node 0 ... num_loops - 1 appended
-        # with `fill_value` features (rows are the target nodes).
-        mask = row != col
-        row, col, value = row[mask], col[mask], value[mask]
-        loop_attr = self._loop_attr(value, row, num_loops, dim_size)
-        loop_index = torch.arange(num_loops, device=row.device)
-        return (torch.cat([row, loop_index]), torch.cat([col, loop_index]),
-                torch.cat([value, loop_attr], dim=0))
-
-    # Input validation ########################################################
-
-    def _check_input_shapes(
-        self,
-        x: Union[Tensor, OptPairTensor],
-        edge_index: Adj,
-        edge_attr: OptTensor,
-        size: Size,
-    ) -> None:
-        # Every check runs before any computation, and each error names the
-        # argument and the shapes involved.
-        if isinstance(x, Tensor):
-            self._check_features('x', x, self._in_channels(0))
-            self._check_features('x', x, self._in_channels(1))
-            num_src = num_dst = x.size(0)
-            device = x.device
-        else:
-            x_src, x_dst = x
-            self._check_features('x[0]', x_src, self._in_channels(0))
-            num_src = num_dst = x_src.size(0)
-            device = x_src.device
-            if x_dst is not None:
-                self._check_features('x[1]', x_dst, self._in_channels(1))
-                num_dst = x_dst.size(0)
-                self._check_device('x[1]', x_dst.device, device)
-            elif size is not None and size[1] is not None:
-                num_dst = size[1]
-
-        if size is not None:
-            if len(size) != 2:
-                raise ValueError(f"GATConv: expected 'size' to be a pair "
-                                 f"(num_src_nodes, num_dst_nodes) (got "
-                                 f"{size})")
-            if size[0] is not None and size[0] != num_src:
-                raise ValueError(f"GATConv: 'size' is {size} but there are "
-                                 f"{num_src} source nodes in 'x'")
-            if size[1] is not None and size[1] != num_dst:
-                raise ValueError(f"GATConv: 'size' is {size} but there are "
-                                 f"{num_dst} target nodes in 'x'")
-
-        num_edges = 0
-        if isinstance(edge_index, Tensor):
-            self._check_device('edge_index', edge_index.device, device)
-            if is_torch_sparse_tensor(edge_index):
-                if edge_index.sparse_dim() != 2:
-                    raise ValueError(f"GATConv: expected a sparse "
-                                     f"'edge_index' with two sparse "
-                                     f"dimensions (got shape "
-                                     f"{list(edge_index.shape)})")
-                if (edge_index.size(1) != num_src
-                        or edge_index.size(0) != num_dst):
-                    raise ValueError(
-                        f"GATConv: the transposed sparse adjacency "
-                        f"'edge_index' has shape {list(edge_index.shape)} "
-                        f"but 'x' gives {num_dst} target and {num_src} "
-                        f"source nodes (expected [{num_dst}, {num_src}])")
-                num_edges = edge_index._nnz()
-            else:
-                # Row `j` of `edge_index` indexes the source nodes, row `i`
-                # the target nodes, as in `MessagePassing`:
-                bounds, names = [num_src, num_dst], ['source', 'target']
-                if self.flow == 'target_to_source':
-                    bounds, names = [num_dst, num_src], ['target', 'source']
-                self._check_edge_index(edge_index, bounds, names)
-                num_edges = edge_index.size(1)
-        else:
-            sparse_sizes = [edge_index.size(0), edge_index.size(1)]
-            if sparse_sizes[1] != num_src or sparse_sizes[0] != num_dst:
-                raise ValueError(
-                    f"GATConv: the transposed 'SparseTensor' 'edge_index' "
-                    f"has sparse sizes {sparse_sizes} but 'x' gives "
-                    f"{num_dst} target and {num_src} source nodes (expected "
-                    f"[{num_dst}, {num_src}])")
-            num_edges = edge_index.nnz()
-
-        edge_dim = self.edge_dim
-        if edge_attr is not None and edge_dim is not None:
-            if edge_attr.dim() not in (1, 2):
-                raise ValueError(f"GATConv: expected 'edge_attr' to be 1-D "
-                                 f"or 2-D (got shape {list(edge_attr.shape)})")
-            if not edge_attr.is_floating_point():
-                raise TypeError(f"GATConv: expected floating point "
-                                f"'edge_attr' (got {edge_attr.dtype})")
-            self._check_device('edge_attr', edge_attr.device, device)
-            if edge_attr.size(0) != num_edges:
-                raise ValueError(f"GATConv: 'edge_attr' has "
-                                 f"{edge_attr.size(0)} rows (shape "
-                                 f"{list(edge_attr.shape)}) but "
-                                 f"'edge_index' has {num_edges} edges")
-            width = 1 if edge_attr.dim() == 1 else edge_attr.size(1)
-            if width != edge_dim:
-                raise ValueError(f"GATConv: 'edge_attr' has {width} "
-                                 f"features (shape {list(edge_attr.shape)}) "
-                                 f"but the layer has edge_dim={edge_dim}")
-
-    def _in_channels(self, i: int) -> int:
-        # The expected width of source (0) or target (1) features, -1 if lazy.
-        in_channels = self.in_channels
-        if isinstance(in_channels, int):
-            return in_channels
-        return in_channels[i]
-
-    def _check_features(self, name: str, x: Tensor, channels: int) -> None:
-        if x.dim() != 2:
-            raise ValueError(f"GATConv: expected '{name}' to be a 2-D tensor "
-                             f"[num_nodes, num_features] (got shape "
-                             f"{list(x.shape)})")
-        if not x.is_floating_point():
-            raise TypeError(f"GATConv: expected floating point '{name}' (got "
-                            f"{x.dtype})")
-        if channels != -1 and x.size(1) != channels:
-            raise ValueError(f"GATConv: '{name}' has {x.size(1)} features "
-                             f"(shape {list(x.shape)}) but the layer expects "
-                             f"{channels} (in_channels={self.in_channels})")
-
-    def _check_device(self, name: str, device: torch.device,
-                      expected: torch.device) -> None:
-        if device != expected:
-            raise ValueError(f"GATConv: '{name}' is on {device} but the node "
-                             f"features are on {expected}; move both to one "
-                             f"device")
-
-    def _check_edge_index(self, edge_index: Tensor, bounds: List[int],
-                          names: List[str]) -> None:
-        if (edge_index.is_floating_point() or edge_index.is_complex()
-                or edge_index.dtype == torch.bool):
-            raise ValueError(f"GATConv: expected 'edge_index' to be an "
-                             f"integer tensor (got {edge_index.dtype})")
-        if edge_index.dim() != 2 or edge_index.size(0) != 2:
-            raise ValueError(f"GATConv: expected 'edge_index' to have shape "
-                             f"[2, num_edges] (got {list(edge_index.shape)})")
-        plain = edge_index
-        if (not torch.jit.is_scripting()
-                and isinstance(edge_index, EdgeIndex)):
-            plain = edge_index.as_subclass(Tensor)
-            for i, num in enumerate(edge_index.sparse_size()):
-                if num is not None and num != bounds[i]:
-                    raise ValueError(
-                        f"GATConv: 'edge_index' has sparse size "
-                        f"{edge_index.sparse_size()} but 'x' has "
-                        f"{bounds[i]} {names[i]} nodes")
-        if edge_index.numel() == 0 or is_compiling():
-            return
-        # One reduction and one host sync for the range check:
-        low, high = torch.aminmax(plain, dim=1)
-        lows: List[int] = low.tolist()
-        highs: List[int] = high.tolist()
-        for i in range(2):
-            if lows[i] < 0 or highs[i] >= bounds[i]:
-                bad = lows[i] if lows[i] < 0 else highs[i]
-                raise IndexError(
-                    f"GATConv: 'edge_index[{i}]' holds index {bad}, out of "
-                    f"range for {bounds[i]} {names[i]} nodes (valid: 0 to "
-                    f"{bounds[i] - 1})")
-
-
-#: The hooks of `MessagePassing` that the fused path would skip.
-_MESSAGE_PASSING_METHODS = ('message', 'edge_update', 'aggregate', 'update',
-                            'message_and_aggregate', 'propagate',
-                            'edge_updater')
-_HOOKS = ('_propagate_forward_pre_hooks', '_propagate_forward_hooks',
-          '_message_forward_pre_hooks', '_message_forward_hooks',
-          '_aggregate_forward_pre_hooks', '_aggregate_forward_hooks',
-          '_message_and_aggregate_forward_pre_hooks',
-          '_message_and_aggregate_forward_hooks',
-          '_edge_update_forward_pre_hooks', '_edge_update_forward_hooks')
-
-
-def _set_sparse_value(adj: Tensor, value: Tensor) -> Tensor:
-    r"""The sparse matrix :obj:`adj` with :obj:`value` as its values, in the
-    same layout; unlike PyG's `set_sparse_value`, this also works when
-    :obj:`adj` already holds multi-dimensional values."""
-    size = [adj.size(0), adj.size(1)] + list(value.size()[1:])
-    if adj.layout == torch.sparse_coo:
-        return torch.sparse_coo_tensor(adj.indices(), value, size,
-                                       device=value.device).coalesce()
-    elif adj.layout == torch.sparse_csr:
-        return torch.sparse_csr_tensor(adj.crow_indices(), adj.col_indices(),
-                                       value, size, device=value.device)
-    elif adj.layout == torch.sparse_csc:
-        return torch.sparse_csc_tensor(adj.ccol_indices(), adj.row_indices(),
-                                       value, size, device=value.device)
-    raise ValueError(f"GATConv: unsupported sparse layout {adj.layout}")
+    torch.jit.script(Model())"""

@@ -4,14 +4,13 @@ public :func:`gat_attention` function over the
 import threading
 import weakref
 from collections import OrderedDict
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric import is_compiling
 
-_INT32_MAX = 2**31 - 1
 
 
 class GATGraph(NamedTuple):
@@ -42,20 +41,27 @@ class GATGraph(NamedTuple):
         return self.src.numel()
 
 
+def group_edges(
+        src: Tensor, dst: Tensor, num_src: int, num_dst: int
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""The fields of :func:`gat_graph`'s :class:`GATGraph`, as a tuple
+    (TorchScript-compatible; no well-formedness record is kept)."""
+    segment_csr = torch.ops.pyg_gat_ext.segment_csr
+    ptr, perm = segment_csr(dst, num_dst)
+    ptr_t, perm_t = segment_csr(src, num_src)
+    small = max(src.numel(), num_src, num_dst) <= 2147483647  # int32
+    dtype = torch.int32 if small else torch.long
+    return (ptr, src.index_select(0, perm).to(dtype), perm.to(dtype), ptr_t,
+            dst.index_select(0, perm_t).to(dtype), perm_t.to(dtype))
+
+
 def gat_graph(src: Tensor, dst: Tensor, num_src: int,
               num_dst: int) -> GATGraph:
     r"""Groups the edges :obj:`src[k] -> dst[k]` by target and by source
     node (two stable counting sorts) into a :class:`GATGraph`. Indices must
     lie in :obj:`[0, num_src)` and :obj:`[0, num_dst)`; edge :obj:`k` keeps
     the id :obj:`k`."""
-    segment_csr = torch.ops.pyg_gat_ext.segment_csr
-    ptr, perm = segment_csr(dst, num_dst)
-    ptr_t, perm_t = segment_csr(src, num_src)
-    small = max(src.numel(), num_src, num_dst) <= _INT32_MAX
-    dtype = torch.int32 if small else torch.long
-    graph = GATGraph(ptr, src.index_select(0, perm).to(dtype),
-                     perm.to(dtype), ptr_t,
-                     dst.index_select(0, perm_t).to(dtype), perm_t.to(dtype))
+    graph = GATGraph(*group_edges(src, dst, num_src, num_dst))
     _remember_checked(graph)
     return graph
 
@@ -315,23 +321,48 @@ def gat_attention(
     if not is_compiling():
         _check_graph(graph)
 
+    seed = dropout_seed(dropout, generator)
+    out, lse, alpha = launch(x, a_src, a_dst, edge_score, list(graph),
+                             num_loops, remove_self_loops,
+                             float(negative_slope), float(dropout), seed,
+                             return_attention_weights)
+    return GATAttention(out, lse, alpha if return_attention_weights else None)
+
+
+def dropout_seed(
+        dropout: float,
+        generator: Optional[torch.Generator] = None) -> Optional[Tensor]:
+    r"""The two 32-bit seed words of the attention dropout mask, from
+    :obj:`generator` (torch's default one if :obj:`None`), or :obj:`None`
+    without dropout. TorchScript-compatible."""
+    if dropout > 0.0:
+        return torch.randint(0, 4294967296, (2, ), dtype=torch.long,
+                             generator=generator)
+    return None
+
+
+def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
+           edge_score: Optional[Tensor], graph: List[Tensor], num_loops: int,
+           remove_self_loops: bool, negative_slope: float, dropout: float,
+           seed: Optional[Tensor],
+           need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Runs the ``pyg_gat_ext::gat_attention`` operator on a graph known to
+    be well formed (the fields of a :class:`GATGraph` from
+    :func:`group_edges`, or checked by :func:`gat_attention`), after the
+    common dtype and layout are made. TorchScript-compatible: the layer's
+    scripted fused path calls it."""
+    if a_dst is None:
+        a_dst = x.new_zeros(graph[0].numel() - 1, x.size(1))
     # Scores may be wider than the features (e.g. under autocast): compute
     # in the common type, as PyG's messages `alpha * x_j` do.
-    dtype = x.dtype
-    for t in (a_src, a_dst, edge_score):
-        if t is not None:
-            dtype = torch.promote_types(dtype, t.dtype)
-    x, a_src = x.to(dtype), a_src.to(dtype)
-    a_dst = a_dst.to(dtype)
+    dtype = torch.promote_types(torch.promote_types(x.dtype, a_src.dtype),
+                                a_dst.dtype)
     if edge_score is not None:
-        edge_score = edge_score.to(dtype)
-    seed = None
-    if dropout > 0.0:
-        seed = torch.randint(0, 2**32, (2, ), dtype=torch.long,
-                             generator=generator)
-    out, lse, alpha = torch.ops.pyg_gat_ext.gat_attention(
-        x.contiguous(), a_src.contiguous(), a_dst.contiguous(),
-        None if edge_score is None else edge_score.contiguous(),
-        *[t.contiguous() for t in graph], num_loops, remove_self_loops,
-        float(negative_slope), float(dropout), seed, return_attention_weights)
-    return GATAttention(out, lse, alpha if return_attention_weights else None)
+        dtype = torch.promote_types(dtype, edge_score.dtype)
+        edge_score = edge_score.to(dtype).contiguous()
+    return torch.ops.pyg_gat_ext.gat_attention(
+        x.to(dtype).contiguous(), a_src.to(dtype).contiguous(),
+        a_dst.to(dtype).contiguous(), edge_score, graph[0].contiguous(),
+        graph[1].contiguous(), graph[2].contiguous(), graph[3].contiguous(),
+        graph[4].contiguous(), graph[5].contiguous(), num_loops,
+        remove_self_loops, negative_slope, dropout, seed, need_alpha)

@@ -13,6 +13,7 @@ from torch_geometric.data import Data, HeteroData
 from torch_geometric.typing import WITH_TORCH_SPARSE, Adj, Size, SparseTensor
 
 from pyg_gat_ext import GATConv
+from pyg_gat_ext.nn._fused import use_fused
 from tests.conftest import TOL
 from tests.helpers import make_graph
 from tests.nn.test_gat_conv_parity import make_layers
@@ -374,7 +375,7 @@ def test_fused_path_is_the_default_and_message_hooks_fall_back():
     edge_index = make_graph('random', 8, 8)
     torch.manual_seed(0)
     conv = GATConv(5, 4, heads=2)
-    assert conv._use_fused(None, edge_index)
+    assert use_fused(conv, edge_index)
     # A subclass overriding `message` gets its hook called.
     sub = _Counting(5, 4, heads=2)
     sub.load_state_dict(conv.state_dict())
@@ -382,14 +383,14 @@ def test_fused_path_is_the_default_and_message_hooks_fall_back():
     assert _Counting.calls == 1
     # Registered hooks and explain mode take the `MessagePassing` path.
     handle = conv.register_message_forward_pre_hook(lambda m, i: None)
-    assert not conv._use_fused(None, edge_index)
+    assert not use_fused(conv, edge_index)
     handle.remove()
-    assert conv._use_fused(None, edge_index)
+    assert use_fused(conv, edge_index)
     conv.explain = True
-    assert not conv._use_fused(None, edge_index)
+    assert not use_fused(conv, edge_index)
     conv.explain = False
     conv.fused = False  # The documented switch.
-    assert not conv._use_fused(None, edge_index)
+    assert not use_fused(conv, edge_index)
 
 
 def test_fused_true_raises_where_the_kernel_cannot_serve():
