@@ -8,9 +8,11 @@ here = osp.dirname(osp.abspath(__file__))
 with open(osp.join(here, 'README.md'), encoding='utf-8') as f:
     long_description = f.read()
 
+# The releases the package is tested with: torch 2.13 in CI, 2.11 on the
+# GPU machine; PyG 2.8.x. A newer torch or PyG is admitted once it is tested.
 install_requires = [
-    'torch>=2.11',
-    'torch-geometric>=2.8.0',
+    'torch>=2.11,<2.14',
+    'torch-geometric>=2.8.0,<2.9',
 ]
 
 viz_requires = ['matplotlib', 'networkx']
