@@ -91,7 +91,7 @@ def normalize_torch_sparse(adj_t: Tensor,
     num_nodes = adj_t.size(0)
     edge_index, value = sparse_entries(adj_t)
     dst, src = edge_index[0], edge_index[1]
-    deg = scatter(value, dst, 0, num_nodes, 'sum')
+    deg = scatter(value.to(alpha.dtype), dst, 0, num_nodes, 'sum')
     att = deg[dst].view(-1, 1) * alpha
     edge_index, att_opt = add_remaining_self_loops(
         edge_index, att, fill_value=1.0, num_nodes=num_nodes)
@@ -114,7 +114,7 @@ def normalize_sparse_tensor(
     if not adj_t.has_value():
         adj_t = adj_t.fill_value(1.0, dtype=dtype)
     heads = alpha.size(1) if alpha.dim() > 1 else 1
-    deg = torch_sparse.sum(adj_t, dim=1).view(-1)
+    deg = torch_sparse.sum(adj_t, dim=1).view(-1).to(alpha.dtype)
     att = adj_t.set_value(alpha, layout='coo')
     att = torch_sparse.mul(att, deg.view(-1, 1).repeat(1, heads).view(
         -1, 1, heads))
