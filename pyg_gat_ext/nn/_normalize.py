@@ -13,7 +13,6 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 from torch_geometric.typing import Adj, SparseTensor, torch_sparse
-from pyg_gat_ext.nn._self_loops import sparse_entries
 from torch_geometric.utils import (
     add_remaining_self_loops,
     add_self_loops,
@@ -21,6 +20,8 @@ from torch_geometric.utils import (
     scatter,
     to_torch_csr_tensor,
 )
+
+from pyg_gat_ext.nn._self_loops import sparse_entries
 
 
 def gat_norm(edge_index: Adj, edge_weight: Tensor,
@@ -90,7 +91,7 @@ def normalize_torch_sparse(adj_t: Tensor,
     order."""
     num_nodes = adj_t.size(0)
     edge_index, value = sparse_entries(adj_t)
-    dst, src = edge_index[0], edge_index[1]
+    dst = edge_index[0]  # Rows of the transposed adjacency: targets.
     deg = scatter(value.to(alpha.dtype), dst, 0, num_nodes, 'sum')
     att = deg[dst].view(-1, 1) * alpha
     edge_index, att_opt = add_remaining_self_loops(

@@ -12,7 +12,6 @@ from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric import is_compiling
 
 
-
 class GATGraph(NamedTuple):
     r"""The edges of a graph grouped twice, as :func:`gat_attention` needs
     them: by target node (CSR: target :obj:`i` owns positions
