@@ -46,6 +46,9 @@ def test_notebook_runs_top_to_bottom(planetoid_root, monkeypatch):
     outputs = [o for c in nb.cells if c.cell_type == 'code'
                for o in c.outputs]
     text = ''.join(o.get('text', '') for o in outputs)
+    # No warning from tqdm.auto (which PyG imports) about missing
+    # ipywidgets, in any output.
+    assert not any('IProgress' in json.dumps(o) for o in outputs)
     assert 'match PyG' in text
     assert 'torch_geometric.nn.GATConv' in text
     assert 'mean gap to uniform' in text
