@@ -14,11 +14,11 @@
 // and the result does not depend on the thread count. Dropout
 // factors come from a counter-based hash of (seed, edge id, head),
 // regenerated in the backward pass and never stored.
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common.h"
+#include "kernels.h"
 
 namespace pyg_gat_ext {
 namespace {
@@ -640,6 +641,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   });
 }
 
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
     const std::optional<at::Tensor>& edge_score, const at::Tensor& ptr,
@@ -727,30 +730,6 @@ gat_attention_backward_cpu(
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),
           grad_edge.to(x.scalar_type())};
-}
-
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(pyg_gat_ext_cpu, m) {
-  m.def(
-      "gat_attention(Tensor x, Tensor a_src, Tensor a_dst, "
-      "Tensor? edge_score, Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, "
-      "Tensor dst_t, Tensor eid_t, int num_loops, "
-      "bool skip_self_loops, "
-      "float negative_slope, float dropout, int seed0, int seed1, "
-      "bool need_alpha) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, "
-      "Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, "
-      "Tensor ptr, Tensor src, Tensor eid, Tensor ptr_t, Tensor dst_t, "
-      "Tensor eid_t, int num_loops, bool skip_self_loops, "
-      "float negative_slope, float dropout, int seed0, int seed1) -> "
-      "(Tensor, Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(pyg_gat_ext_cpu, CPU, m) {
-  m.impl("gat_attention", &gat_attention_cpu);
-  m.impl("gat_attention_backward", &gat_attention_backward_cpu);
 }
 
 }  // namespace pyg_gat_ext

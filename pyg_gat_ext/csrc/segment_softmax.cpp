@@ -7,13 +7,15 @@
 // counts rather than equal segment counts, so one huge segment is reduced in
 // parallel pieces whose partial states are merged in chunk order: balanced
 // and deterministic for a given thread count.
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <torch/library.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 
 #include "common.h"
+#include "kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -595,6 +597,8 @@ void for_each_slice(const Input& in, F&& f) {
                                   });
 }
 
+}  // namespace
+
 at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
                                const std::optional<at::Tensor>& perm,
                                int64_t dim) {
@@ -732,33 +736,6 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
     }
   });
   return {ptr, perm};
-}
-
-}  // namespace
-
-TORCH_LIBRARY(pyg_gat_ext_cpu, m) {
-  m.def(
-      "segment_softmax(Tensor src, Tensor ptr, Tensor? perm, int dim) -> "
-      "Tensor");
-  m.def(
-      "segment_softmax_backward(Tensor out, Tensor grad_out, Tensor ptr, "
-      "Tensor? perm, int dim) -> Tensor");
-  m.def("segment_csr(Tensor index, int num_segments) -> (Tensor, Tensor)");
-  m.def(
-      "segment_softmax_index(Tensor src, Tensor index, int num_segments, "
-      "int dim) -> Tensor");
-  m.def(
-      "segment_softmax_backward_index(Tensor out, Tensor grad_out, "
-      "Tensor index, int num_segments, int dim) -> Tensor");
-}
-
-TORCH_LIBRARY_IMPL(pyg_gat_ext_cpu, CPU, m) {
-  m.impl("segment_softmax", &segment_softmax_cpu);
-  m.impl("segment_softmax_backward", &segment_softmax_backward_cpu);
-  m.impl("segment_csr", &segment_csr_cpu);
-  m.impl("segment_softmax_index", &segment_softmax_index_cpu);
-  m.impl("segment_softmax_backward_index",
-         &segment_softmax_backward_index_cpu);
 }
 
 }  // namespace pyg_gat_ext
