@@ -1,6 +1,8 @@
 // Helpers shared by the CPU kernels of pyg_gat_ext.
 #pragma once
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -29,6 +31,21 @@ inline float exp_approx(float x) {
   return x < -87.3365447504f ? 0.0f : p * scale;
 }
 inline double exp_approx(double x) { return std::exp(x); }
+
+// at::parallel_for(begin, end, grain, f) with f compiled once: ATen's OpenMP
+// version calls f from its serial path and from its parallel region, and
+// the compiler may expand f at both (a kernel body twice, twice the compile
+// time). f runs on large chunks, so the call costs nothing.
+template <typename F>
+[[gnu::noinline]] void run_chunk(const F& f, int64_t begin, int64_t end) {
+  f(begin, end);
+}
+
+template <typename F>
+void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
+  at::parallel_for(begin, end, grain,
+                   [&](int64_t b, int64_t e) { run_chunk(f, b, e); });
+}
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 1); }
 

@@ -9,7 +9,6 @@
 // and deterministic for a given thread count.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -60,7 +59,7 @@ void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
   std::vector<Partial> partials(2 * num_chunks);
   std::vector<acc_t> partial_states(2 * num_chunks * state_size);
 
-  at::parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+  parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     std::vector<acc_t> state(state_size);
     for (int64_t c = c_begin; c < c_end; ++c) {
       const int64_t a = chunk_begin(c), b = chunk_begin(c + 1);
@@ -100,7 +99,7 @@ void segmented_two_pass(const int64_t* ptr, int64_t num_segments,
   }
   if (finals.empty()) return;
 
-  at::parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
+  parallel_for(0, num_chunks, 1, [&](int64_t c_begin, int64_t c_end) {
     for (int64_t c = c_begin; c < c_end; ++c) {
       for (int64_t slot = 2 * c; slot < 2 * c + 2; ++slot) {
         const Partial& partial = partials[slot];
@@ -372,7 +371,7 @@ struct IndexSlices {
   // Runs f(t, begin, end) for every slice in parallel.
   template <typename F>
   void parallel(F&& f) const {
-    at::parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
+    parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) f(t, begin(t), begin(t + 1));
     });
   }
@@ -406,7 +405,7 @@ template <typename acc_t, typename Combine>
 void merge_slices(std::vector<acc_t>& acc, const IndexSlices& slices,
                   int64_t width, Combine combine) {
   const int64_t size = slices.num_segments * width;
-  at::parallel_for(0, size, 4096, [&](int64_t i0, int64_t i1) {
+  parallel_for(0, size, 4096, [&](int64_t i0, int64_t i1) {
     for (int64_t t = 1; t < slices.num_slices; ++t) {
       const acc_t* other = acc.data() + t * size;
       for (int64_t i = i0; i < i1; ++i) acc[i] = combine(acc[i], other[i]);
@@ -445,10 +444,9 @@ void softmax_by_index(const scalar_t* xs, scalar_t* ys, const int64_t* index,
     }
   });
   auto for_segments = [&](auto f) {
-    at::parallel_for(0, slices.num_segments, 2048,
-                     [&](int64_t s0, int64_t s1) {
-                       for (int64_t i = s0 * row; i < s1 * row; i += row) f(i);
-                     });
+    parallel_for(0, slices.num_segments, 2048, [&](int64_t s0, int64_t s1) {
+      for (int64_t i = s0 * row; i < s1 * row; i += row) f(i);
+    });
   };
   for_segments([&](int64_t i) {  // Merge the maxima, copy them back.
     acc_t* first = state.get() + i;
@@ -695,7 +693,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
   std::vector<int64_t> counts(num_slices * (num_segments + 1), 0);
   std::vector<int64_t> bad(num_slices, -1);
 
-  at::parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
+  parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       int64_t* cnt = counts.data() + t * (num_segments + 1);
       for (int64_t e = slice_begin(t); e < slice_begin(t + 1); ++e) {
@@ -728,7 +726,7 @@ std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
   }
 
   int64_t* pm = perm.data_ptr<int64_t>();
-  at::parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
+  parallel_for(0, num_slices, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       int64_t* next = counts.data() + t * (num_segments + 1);
       for (int64_t e = slice_begin(t); e < slice_begin(t + 1); ++e)
