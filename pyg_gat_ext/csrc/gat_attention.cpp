@@ -75,14 +75,23 @@ struct Dropout {
 };
 
 // One grouping of the edges: by target (ptr, src, eid) or by source
-// (ptr_t, dst_t, eid_t).
-template <typename index_t>
+// (ptr_t, dst_t, eid_t). Its indices are int32 or int64 (`wide`), a
+// run-time property rather than a template parameter: only the gathering
+// of a node's edges (NodeEdges::gather) and the prefetching read them, so
+// the kernels are compiled once for both index types (half the compile
+// time), at the cost of a branch that goes the same way for every edge.
 struct Graph {
   const int64_t* ptr;
-  const index_t* nbr;
-  const index_t* pos_eid;
+  const void* nbr;
+  const void* pos_eid;
+  bool wide;
   int64_t num_nodes, num_edges, num_loops;
   bool skip_self_loops;
+
+  int64_t nbr_at(int64_t p) const {
+    return wide ? static_cast<const int64_t*>(nbr)[p]
+                : static_cast<const int32_t*>(nbr)[p];
+  }
 };
 
 // Prefetches the `bytes` bytes at `p` (a gathered feature row).
@@ -107,8 +116,8 @@ struct NodeEdges {
   std::vector<acc_t> z, w;
   int64_t n = 0;
 
-  template <typename index_t, typename S>
-  void gather(const Graph<index_t>& g, int64_t i, int64_t H, S&& skipped) {
+  template <typename S>
+  void gather(const Graph& g, int64_t i, int64_t H, S&& skipped) {
     const int64_t lo = g.ptr[i], hi = g.ptr[i + 1];
     const size_t cap = static_cast<size_t>(hi - lo + 1);
     if (nbr.size() < cap) {
@@ -118,18 +127,31 @@ struct NodeEdges {
       w.resize(cap * H);
     }
     n = 0;
-    for (int64_t p = lo; p < hi; ++p) {
-      const int64_t j = g.nbr[p], e = g.pos_eid[p];
+    if (g.wide) {
+      collect(g, static_cast<const int64_t*>(g.nbr),
+              static_cast<const int64_t*>(g.pos_eid), i, skipped);
+    } else {
+      collect(g, static_cast<const int32_t*>(g.nbr),
+              static_cast<const int32_t*>(g.pos_eid), i, skipped);
+    }
+    if (i < g.num_loops) {
+      nbr[n] = i;
+      id[n++] = g.num_edges + i;
+    }
+  }
+
+ private:
+  template <typename index_t, typename S>
+  void collect(const Graph& g, const index_t* g_nbr, const index_t* g_eid,
+               int64_t i, S& skipped) {
+    for (int64_t p = g.ptr[i]; p < g.ptr[i + 1]; ++p) {
+      const int64_t j = g_nbr[p], e = g_eid[p];
       if (g.skip_self_loops && j == i) {
         skipped(e);
         continue;
       }
       nbr[n] = j;
       id[n++] = e;
-    }
-    if (i < g.num_loops) {
-      nbr[n] = i;
-      id[n++] = g.num_edges + i;
     }
   }
 };
@@ -284,22 +306,22 @@ struct Scores {
   }
 };
 
-template <typename index_t>
-Graph<index_t> by_target(const Inputs& in, bool skip) {
+Graph by_target(const Inputs& in, bool skip) {
   return {in.ptr.data_ptr<int64_t>(),
-          in.src.data_ptr<index_t>(),
-          in.eid.data_ptr<index_t>(),
+          in.src.data_ptr(),
+          in.eid.data_ptr(),
+          in.src.scalar_type() == at::kLong,
           in.num_dst,
           in.num_edges,
           in.num_loops,
           skip};
 }
 
-template <typename index_t>
-Graph<index_t> by_source(const Inputs& in, bool skip) {
+Graph by_source(const Inputs& in, bool skip) {
   return {in.ptr_t.data_ptr<int64_t>(),
-          in.dst_t.data_ptr<index_t>(),
-          in.eid_t.data_ptr<index_t>(),
+          in.dst_t.data_ptr(),
+          in.eid_t.data_ptr(),
+          in.dst_t.scalar_type() == at::kLong,
           in.num_src,
           in.num_edges,
           in.num_loops,
@@ -369,13 +391,13 @@ inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
 // head (the log-sum-exp, saved), the attention weights (times the dropout
 // factors), then out[i] = sum_k w_k * x_{j_k}, prefetching the source rows
 // ahead. NaN scores make the whole row NaN, as in PyG.
-template <typename scalar_t, typename index_t, int HT>
+template <typename scalar_t, int HT>
 void forward_kernel(const Inputs& in, bool skip, double negative_slope,
                     const Dropout& drop, at::Tensor& out, at::Tensor& lse,
                     at::Tensor& alpha, bool need_alpha) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
-  const auto graph = by_target<index_t>(in, skip);
+  const auto graph = by_target(in, skip);
   const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
@@ -393,8 +415,9 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       for (const int64_t to =
                std::min(graph.ptr[i + 1] + kAhead, graph.ptr[i1]);
            q < to; ++q) {
-        prefetch(sc.a_src + graph.nbr[q] * H);
-        prefetch_row(x + graph.nbr[q] * H * C, row_bytes);
+        const int64_t j = graph.nbr_at(q);
+        prefetch(sc.a_src + j * H);
+        prefetch_row(x + j * H * C, row_bytes);
       }
       ne.gather(graph, i, H, [&](int64_t id) {
         if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
@@ -509,14 +532,14 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
 // and one dot product per node.
 //
 // Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
-template <typename scalar_t, typename index_t, int HT>
+template <typename scalar_t, int HT>
 void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
                             at::Tensor& delta, at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
-  const auto graph = by_target<index_t>(in, skip);
+  const auto graph = by_target(in, skip);
   const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
@@ -534,8 +557,9 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       for (const int64_t to =
                std::min(graph.ptr[i + 1] + kAhead, graph.ptr[i1]);
            q < to; ++q) {
-        prefetch(sc.a_src + graph.nbr[q] * H);
-        prefetch_row(x + graph.nbr[q] * H * C, row_bytes);
+        const int64_t j = graph.nbr_at(q);
+        prefetch(sc.a_src + j * H);
+        prefetch_row(x + j * H * C, row_bytes);
       }
       ne.gather(graph, i, H, [](int64_t) {});
       const int64_t n = ne.n;
@@ -575,7 +599,7 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
 // recomputed from a_dst[i], lse[i] (and the edge score), then grad_x_j =
 // sum_i u g_i and grad_a_src[j] (see above); `grad_edge`, if not null,
 // gets dz per edge id, which takes one dot product per edge.
-template <typename scalar_t, typename index_t, int HT>
+template <typename scalar_t, int HT>
 void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
@@ -584,7 +608,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             at::opmath_type<scalar_t>* grad_edge) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
-  const auto graph = by_source<index_t>(in, skip);
+  const auto graph = by_source(in, skip);
   const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
@@ -603,7 +627,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       for (const int64_t to =
                std::min(graph.ptr[j + 1] + kAhead, graph.ptr[j1]);
            q < to; ++q) {
-        const int64_t i = graph.nbr[q];
+        const int64_t i = graph.nbr_at(q);
         prefetch(sc.a_dst + i * H);
         prefetch(pl + i * H);
         prefetch(pd + i * H);
@@ -664,12 +688,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
                          x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention", [&] {
-        AT_DISPATCH_INDEX_TYPES(src.scalar_type(), "gat_attention", [&] {
-          dispatch_heads(in.heads, [&](auto ht) {
-            forward_kernel<scalar_t, index_t, decltype(ht)::value>(
-                in, skip_self_loops, negative_slope, drop, out, lse, alpha,
-                need_alpha);
-          });
+        dispatch_heads(in.heads, [&](auto ht) {
+          forward_kernel<scalar_t, decltype(ht)::value>(
+              in, skip_self_loops, negative_slope, drop, out, lse, alpha,
+              need_alpha);
         });
       });
   return {out, lse, alpha};
@@ -719,18 +741,15 @@ gat_attention_backward_cpu(
         auto* pge = edge_score.has_value()
                         ? grad_edge.data_ptr<at::opmath_type<scalar_t>>()
                         : nullptr;
-        AT_DISPATCH_INDEX_TYPES(
-            src.scalar_type(), "gat_attention_backward", [&] {
-              dispatch_heads(in.heads, [&](auto ht) {
-                constexpr int HT = decltype(ht)::value;
-                backward_target_kernel<scalar_t, index_t, HT>(
-                    in, skip_self_loops, negative_slope, drop, g, pga, l,
-                    delta, grad_dst);
-                backward_source_kernel<scalar_t, index_t, HT>(
-                    in, skip_self_loops, negative_slope, drop, g, pga, l,
-                    delta, grad_x, grad_src, pge);
-              });
-            });
+        dispatch_heads(in.heads, [&](auto ht) {
+          constexpr int HT = decltype(ht)::value;
+          backward_target_kernel<scalar_t, HT>(in, skip_self_loops,
+                                               negative_slope, drop, g, pga,
+                                               l, delta, grad_dst);
+          backward_source_kernel<scalar_t, HT>(
+              in, skip_self_loops, negative_slope, drop, g, pga, l, delta,
+              grad_x, grad_src, pge);
+        });
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),
           grad_edge.to(x.scalar_type())};
