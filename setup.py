@@ -13,6 +13,9 @@ with open(osp.join(here, 'README.md'), encoding='utf-8') as f:
 install_requires = [
     'torch>=2.11,<2.14',
     'torch-geometric>=2.8.0,<2.9',
+    # Builds the C++ CPU kernels on first use (torch.utils.cpp_extension);
+    # a C++ compiler is needed too, and is not a Python package.
+    'ninja',
 ]
 
 viz_requires = ['matplotlib', 'networkx']
