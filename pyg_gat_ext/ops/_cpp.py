@@ -55,8 +55,9 @@ CFLAGS = ['-O3', '-march=native', '-fopenmp']
 LDFLAGS = ['-fopenmp']
 _ASAN = ['-fsanitize=address', '-fno-omit-frame-pointer']
 
-#: The announced duration of a first build until one was measured here.
-TYPICAL_BUILD_SECONDS = 60
+#: The announced duration of a first build until one was measured here
+#: (44 to 46 s measured on 2 cores; ninja compiles the 3 files in parallel).
+TYPICAL_BUILD_SECONDS = 45
 
 _lock = threading.Lock()
 _state = {'tried': False, 'loaded': False, 'error': None}
