@@ -431,9 +431,17 @@ def test_half_precision_error_bound(backend, device, dtype, scale):
         res.out.backward(grad.to(dt).to(device))
         results[name] = [res.out, res.alpha] + [t.grad for t in inputs]
     bound = HALF_BOUND[dtype]
+    # At logits of order 1e4 the softmax saturates and the score gradients
+    # are float32 rounding noise (about 1e-6 of the gradients' scale, where
+    # float64 gives 1e-12): their error is measured against that scale,
+    # the largest feature gradient, not against their own noise.
+    grad_scale = results['float'][2].abs().max()
     for k, (half, full) in enumerate(zip(*results.values(), strict=True)):
         assert half.dtype == dtype and torch.isfinite(half).all(), k
-        err = (half.float() - full).abs().max() / full.abs().max()
+        scale_k = full.abs().max()
+        if k >= 3 and scale > 1.0:
+            scale_k = torch.maximum(scale_k, grad_scale)
+        err = (half.float() - full).abs().max() / scale_k
         if k < 3 or dtype == torch.bfloat16 or scale == 1.0:
             assert err <= bound, (k, err.item())
         # Otherwise a score gradient of float16 at logits of order 1e4: its
