@@ -103,7 +103,7 @@ def kernel_bound(x, edge_index, conv, device, mode):
     num_nodes, num_edges = x.size(0), edge_index.size(1)
     graph = cached_gat_graph(edge_index, num_nodes, num_nodes)
     row = h[0].numel() * h.element_size()
-    index = graph.src.element_size() * 2  # Neighbour and edge id.
+    index = graph.col.element_size() * 2  # Neighbour and edge id.
     node_bytes = num_nodes * (2 * row + 3 * conv.heads * 4)
     h.requires_grad_(mode != 'forward')
 

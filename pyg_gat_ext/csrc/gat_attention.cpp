@@ -2,10 +2,11 @@
 // ever forming the [E, H, C] messages.
 //
 // The graph comes grouped twice (see pyg_gat_ext/ops/attention.py): by target
-// node (CSR: ptr, src, eid) and by source node (CSC: ptr_t, dst_t, eid_t),
+// node (CSR: rowptr, col, csr_eid) and by source node (CSC: colptr, row,
+// csc_eid),
 // `eid` mapping a position to the edge id that indexes the edge scores and
 // the attention weights. Nodes 0 .. num_loops - 1 also have an implicit
-// self-loop with edge id E + i; with skip_self_loops, explicit edges j -> j
+// self-loop with edge id E + i; with remove_self_loops, explicit edges j -> j
 // do not count. The forward pass saves only the per-(node, head)
 // log-sum-exp of the scores; the backward pass recomputes the attention from
 // it: a pass over targets for the target-side gradients, then a pass over
@@ -51,10 +52,18 @@ struct Dropout {
   int64_t threshold = 0;
   double scale = 1.0;
 
-  Dropout(double p, int64_t seed0, int64_t seed1) {
-    active = p > 0.0;
-    k0 = static_cast<uint32_t>(seed0);
-    k1 = static_cast<uint32_t>(seed1);
+  // `seed` holds the two key words (int64, as torch.randint gives them).
+  Dropout(double p, const std::optional<at::Tensor>& seed) {
+    active = p > 0.0 && seed.has_value();
+    if (seed.has_value()) {
+      TORCH_CHECK(seed->device().is_cpu() &&
+                      seed->scalar_type() == at::kLong && seed->numel() == 2,
+                  "gat_attention: 'seed' must be a CPU int64 tensor of 2 "
+                  "words");
+      const auto words = seed->contiguous();
+      k0 = static_cast<uint32_t>(words.data_ptr<int64_t>()[0]);
+      k1 = static_cast<uint32_t>(words.data_ptr<int64_t>()[1]);
+    }
     threshold = std::min<int64_t>(
         int64_t(1) << 24,
         static_cast<int64_t>(std::floor(p * 16777216.0 + 0.5)));
@@ -74,8 +83,8 @@ struct Dropout {
   }
 };
 
-// One grouping of the edges: by target (ptr, src, eid) or by source
-// (ptr_t, dst_t, eid_t). Its indices are int32 or int64 (`wide`), a
+// One grouping of the edges: by target (rowptr, col, csr_eid) or by source
+// (colptr, row, csc_eid). Its indices are int32 or int64 (`wide`), a
 // run-time property rather than a template parameter: only the gathering
 // of a node's edges (NodeEdges::gather) and the prefetching read them, so
 // the kernels are compiled once for both index types (half the compile
@@ -86,7 +95,7 @@ struct Graph {
   const void* pos_eid;
   bool wide;
   int64_t num_nodes, num_edges, num_loops;
-  bool skip_self_loops;
+  bool remove_self_loops;
 
   int64_t nbr_at(int64_t p) const {
     return wide ? static_cast<const int64_t*>(nbr)[p]
@@ -146,7 +155,7 @@ struct NodeEdges {
                int64_t i, S& skipped) {
     for (int64_t p = g.ptr[i]; p < g.ptr[i + 1]; ++p) {
       const int64_t j = g_nbr[p], e = g_eid[p];
-      if (g.skip_self_loops && j == i) {
+      if (g.remove_self_loops && j == i) {
         skipped(e);
         continue;
       }
@@ -200,7 +209,7 @@ void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
 }
 
 struct Inputs {
-  at::Tensor x, a_src, a_dst, ptr, src, eid, ptr_t, dst_t, eid_t;
+  at::Tensor x, a_src, a_dst, rowptr, col, csr_eid, colptr, row, csc_eid;
   std::optional<at::Tensor> edge_score;
   int64_t num_src, num_dst, heads, channels, num_edges, num_loops;
 };
@@ -208,34 +217,34 @@ struct Inputs {
 Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
                     const at::Tensor& a_dst,
                     const std::optional<at::Tensor>& edge_score,
-                    const at::Tensor& ptr, const at::Tensor& src,
-                    const at::Tensor& eid, const at::Tensor& ptr_t,
-                    const at::Tensor& dst_t, const at::Tensor& eid_t,
+                    const at::Tensor& rowptr, const at::Tensor& col,
+                    const at::Tensor& csr_eid, const at::Tensor& colptr,
+                    const at::Tensor& row, const at::Tensor& csc_eid,
                     int64_t num_loops) {
   TORCH_CHECK(x.dim() == 3, "gat_attention: x must be [N_src, H, C]");
   Inputs in;
   in.num_src = x.size(0);
   in.heads = x.size(1);
   in.channels = x.size(2);
-  in.num_dst = ptr.numel() - 1;
-  in.num_edges = src.numel();
+  in.num_dst = rowptr.numel() - 1;
+  in.num_edges = col.numel();
   in.num_loops = num_loops;
   TORCH_CHECK(
-      ptr.scalar_type() == at::kLong && ptr_t.scalar_type() == at::kLong,
-      "gat_attention: ptr and ptr_t must be int64");
-  TORCH_CHECK(ptr_t.numel() == in.num_src + 1 && in.num_dst >= 0,
-              "gat_attention: ptr_t must have N_src + 1 entries");
-  TORCH_CHECK(eid.numel() == in.num_edges && dst_t.numel() == in.num_edges &&
-                  eid_t.numel() == in.num_edges,
+      rowptr.scalar_type() == at::kLong && colptr.scalar_type() == at::kLong,
+      "gat_attention: rowptr and colptr must be int64");
+  TORCH_CHECK(colptr.numel() == in.num_src + 1 && in.num_dst >= 0,
+              "gat_attention: colptr must have N_src + 1 entries");
+  TORCH_CHECK(csr_eid.numel() == in.num_edges && row.numel() == in.num_edges &&
+                  csc_eid.numel() == in.num_edges,
               "gat_attention: the index tensors differ in length");
-  const auto index_type = src.scalar_type();
-  TORCH_CHECK(
-      (index_type == at::kInt || index_type == at::kLong) &&
-          eid.scalar_type() == index_type &&
-          dst_t.scalar_type() == index_type &&
-          eid_t.scalar_type() == index_type,
-      "gat_attention: src, eid, dst_t and eid_t must share one integer type "
-      "(int32 or int64)");
+  const auto index_type = col.scalar_type();
+  TORCH_CHECK((index_type == at::kInt || index_type == at::kLong) &&
+                  csr_eid.scalar_type() == index_type &&
+                  row.scalar_type() == index_type &&
+                  csc_eid.scalar_type() == index_type,
+              "gat_attention: col, csr_eid, row and csc_eid must share one "
+              "integer type "
+              "(int32 or int64)");
   TORCH_CHECK(a_src.sizes() == at::IntArrayRef({in.num_src, in.heads}) &&
                   a_dst.sizes() == at::IntArrayRef({in.num_dst, in.heads}),
               "gat_attention: a_src must be [N_src, H], a_dst [N_dst, H]");
@@ -250,16 +259,16 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.x = x.contiguous();
   in.a_src = a_src.contiguous();
   in.a_dst = a_dst.contiguous();
-  in.ptr = ptr.contiguous();
-  in.src = src.contiguous();
-  in.eid = eid.contiguous();
-  in.ptr_t = ptr_t.contiguous();
-  in.dst_t = dst_t.contiguous();
-  in.eid_t = eid_t.contiguous();
+  in.rowptr = rowptr.contiguous();
+  in.col = col.contiguous();
+  in.csr_eid = csr_eid.contiguous();
+  in.colptr = colptr.contiguous();
+  in.row = row.contiguous();
+  in.csc_eid = csc_eid.contiguous();
   // A corrupt grouping must not send a kernel out of bounds: pointers must
   // be sorted from 0 to E and indices in range (linear scans, cheap next to
   // the E * H * C work of the kernels).
-  for (const auto* p : {&in.ptr, &in.ptr_t}) {
+  for (const auto* p : {&in.rowptr, &in.colptr}) {
     const int64_t* d = p->data_ptr<int64_t>();
     const int64_t n = p->numel();
     TORCH_CHECK(d[0] == 0 && d[n - 1] == in.num_edges,
@@ -269,10 +278,10 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   }
   AT_DISPATCH_INDEX_TYPES(index_type, "gat_attention", [&] {
     const std::pair<const at::Tensor*, int64_t> ranges[] = {
-        {&in.src, in.num_src},
-        {&in.eid, in.num_edges},
-        {&in.dst_t, in.num_dst},
-        {&in.eid_t, in.num_edges}};
+        {&in.col, in.num_src},
+        {&in.csr_eid, in.num_edges},
+        {&in.row, in.num_dst},
+        {&in.csc_eid, in.num_edges}};
     for (const auto& [t, bound] : ranges) {
       const index_t* d = t->data_ptr<index_t>();
       bool ok = true;
@@ -307,10 +316,10 @@ struct Scores {
 };
 
 Graph by_target(const Inputs& in, bool skip) {
-  return {in.ptr.data_ptr<int64_t>(),
-          in.src.data_ptr(),
-          in.eid.data_ptr(),
-          in.src.scalar_type() == at::kLong,
+  return {in.rowptr.data_ptr<int64_t>(),
+          in.col.data_ptr(),
+          in.csr_eid.data_ptr(),
+          in.col.scalar_type() == at::kLong,
           in.num_dst,
           in.num_edges,
           in.num_loops,
@@ -318,10 +327,10 @@ Graph by_target(const Inputs& in, bool skip) {
 }
 
 Graph by_source(const Inputs& in, bool skip) {
-  return {in.ptr_t.data_ptr<int64_t>(),
-          in.dst_t.data_ptr(),
-          in.eid_t.data_ptr(),
-          in.dst_t.scalar_type() == at::kLong,
+  return {in.colptr.data_ptr<int64_t>(),
+          in.row.data_ptr(),
+          in.csc_eid.data_ptr(),
+          in.row.scalar_type() == at::kLong,
           in.num_src,
           in.num_edges,
           in.num_loops,
@@ -394,7 +403,7 @@ inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
 template <typename scalar_t, int HT>
 void forward_kernel(const Inputs& in, bool skip, double negative_slope,
                     const Dropout& drop, at::Tensor& out, at::Tensor& lse,
-                    at::Tensor& alpha, bool need_alpha) {
+                    at::Tensor& alpha, bool return_attention_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
   const auto graph = by_target(in, skip);
@@ -403,7 +412,8 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   const int64_t row_bytes = H * C * sizeof(scalar_t);
   scalar_t* po = out.data_ptr<scalar_t>();
   acc_t* pl = lse.data_ptr<acc_t>();
-  scalar_t* pa = need_alpha ? alpha.data_ptr<scalar_t>() : nullptr;
+  scalar_t* pa =
+      return_attention_weights ? alpha.data_ptr<scalar_t>() : nullptr;
   constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
@@ -673,25 +683,26 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
-    const std::optional<at::Tensor>& edge_score, const at::Tensor& ptr,
-    const at::Tensor& src, const at::Tensor& eid, const at::Tensor& ptr_t,
-    const at::Tensor& dst_t, const at::Tensor& eid_t, int64_t num_loops,
-    bool skip_self_loops, double negative_slope, double dropout, int64_t seed0,
-    int64_t seed1, bool need_alpha) {
-  const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, num_loops);
-  const Dropout drop(dropout, seed0, seed1);
+    const std::optional<at::Tensor>& edge_score, const at::Tensor& rowptr,
+    const at::Tensor& col, const at::Tensor& csr_eid, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_eid, int64_t num_loops,
+    bool remove_self_loops, double negative_slope, double dropout,
+    const std::optional<at::Tensor>& seed, bool return_attention_weights) {
+  const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
+                                 csr_eid, colptr, row, csc_eid, num_loops);
+  const Dropout drop(dropout, seed);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   auto out = at::empty({in.num_dst, in.heads, in.channels}, x.options());
   auto lse = at::empty({in.num_dst, in.heads}, x.options().dtype(acc_type));
-  auto alpha = at::empty({need_alpha ? in.num_edges + num_loops : 0, in.heads},
-                         x.options());
+  auto alpha = at::empty(
+      {return_attention_weights ? in.num_edges + num_loops : 0, in.heads},
+      x.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention", [&] {
         dispatch_heads(in.heads, [&](auto ht) {
           forward_kernel<scalar_t, decltype(ht)::value>(
-              in, skip_self_loops, negative_slope, drop, out, lse, alpha,
-              need_alpha);
+              in, remove_self_loops, negative_slope, drop, out, lse, alpha,
+              return_attention_weights);
         });
       });
   return {out, lse, alpha};
@@ -702,13 +713,13 @@ gat_attention_backward_cpu(
     const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
     const std::optional<at::Tensor>& edge_score, const at::Tensor& lse,
-    const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& eid,
-    const at::Tensor& ptr_t, const at::Tensor& dst_t, const at::Tensor& eid_t,
-    int64_t num_loops, bool skip_self_loops, double negative_slope,
-    double dropout, int64_t seed0, int64_t seed1) {
-  const Inputs in = check_inputs(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, num_loops);
-  const Dropout drop(dropout, seed0, seed1);
+    const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& csr_eid,
+    const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_eid,
+    int64_t num_loops, bool remove_self_loops, double negative_slope,
+    double dropout, const std::optional<at::Tensor>& seed) {
+  const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
+                                 csr_eid, colptr, row, csc_eid, num_loops);
+  const Dropout drop(dropout, seed);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   TORCH_CHECK(
       grad_out.sizes() == at::IntArrayRef({in.num_dst, in.heads, in.channels}),
@@ -743,12 +754,12 @@ gat_attention_backward_cpu(
                         : nullptr;
         dispatch_heads(in.heads, [&](auto ht) {
           constexpr int HT = decltype(ht)::value;
-          backward_target_kernel<scalar_t, HT>(in, skip_self_loops,
-                                               negative_slope, drop, g, pga,
-                                               l, delta, grad_dst);
-          backward_source_kernel<scalar_t, HT>(
-              in, skip_self_loops, negative_slope, drop, g, pga, l, delta,
-              grad_x, grad_src, pge);
+          backward_target_kernel<scalar_t, HT>(in, remove_self_loops,
+                                               negative_slope, drop, g, pga, l,
+                                               delta, grad_dst);
+          backward_source_kernel<scalar_t, HT>(in, remove_self_loops,
+                                               negative_slope, drop, g, pga, l,
+                                               delta, grad_x, grad_src, pge);
         });
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),

@@ -12,42 +12,39 @@
 
 namespace pyg_gat_ext {
 
+// Each takes the arguments of its schema in pyg_gat_ext/ops/_library.py.
+
 // segment_softmax.cpp
-at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
+std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
+                                                   int64_t num_nodes);
+at::Tensor segment_softmax_cpu(const at::Tensor& src,
+                               const std::optional<at::Tensor>& index,
+                               const std::optional<at::Tensor>& ptr,
                                const std::optional<at::Tensor>& perm,
-                               int64_t dim);
+                               int64_t num_nodes, int64_t dim);
 at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
                                         const at::Tensor& grad_out,
-                                        const at::Tensor& ptr,
+                                        const std::optional<at::Tensor>& index,
+                                        const std::optional<at::Tensor>& ptr,
                                         const std::optional<at::Tensor>& perm,
-                                        int64_t dim);
-at::Tensor segment_softmax_index_cpu(const at::Tensor& src,
-                                     const at::Tensor& index,
-                                     int64_t num_segments, int64_t dim);
-at::Tensor segment_softmax_backward_index_cpu(const at::Tensor& out,
-                                              const at::Tensor& grad_out,
-                                              const at::Tensor& index,
-                                              int64_t num_segments,
-                                              int64_t dim);
-std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
-                                                   int64_t num_segments);
+                                        int64_t num_nodes, int64_t dim);
 
 // gat_attention.cpp
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
-    const std::optional<at::Tensor>& edge_score, const at::Tensor& ptr,
-    const at::Tensor& src, const at::Tensor& eid, const at::Tensor& ptr_t,
-    const at::Tensor& dst_t, const at::Tensor& eid_t, int64_t num_loops,
-    bool skip_self_loops, double negative_slope, double dropout, int64_t seed0,
-    int64_t seed1, bool need_alpha);
+    const std::optional<at::Tensor>& edge_score, const at::Tensor& rowptr,
+    const at::Tensor& col, const at::Tensor& csr_eid, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_eid, int64_t num_loops,
+    bool remove_self_loops, double negative_slope, double dropout,
+    const std::optional<at::Tensor>& seed, bool return_attention_weights);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 gat_attention_backward_cpu(
     const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
     const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
     const std::optional<at::Tensor>& edge_score, const at::Tensor& lse,
-    const at::Tensor& ptr, const at::Tensor& src, const at::Tensor& eid,
-    const at::Tensor& ptr_t, const at::Tensor& dst_t, const at::Tensor& eid_t,
-    int64_t num_loops, bool skip_self_loops, double negative_slope,
-    double dropout, int64_t seed0, int64_t seed1);
+    const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& csr_eid,
+    const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_eid,
+    int64_t num_loops, bool remove_self_loops, double negative_slope,
+    double dropout, const std::optional<at::Tensor>& seed);
 
 }  // namespace pyg_gat_ext

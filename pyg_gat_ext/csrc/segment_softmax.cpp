@@ -13,9 +13,6 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 
-#include "common.h"
-#include "kernels.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -25,13 +22,15 @@
 #include <type_traits>
 #include <vector>
 
+#include "common.h"
+#include "kernels.h"
+
 namespace pyg_gat_ext {
 namespace {
 
 constexpr int64_t kMinChunk = 4096;  // Entries below which one thread runs.
 constexpr int64_t kTile = 16;        // Rows gathered per step of a segment.
 constexpr double kEps = 1e-16;       // As torch_geometric.utils.softmax.
-
 
 // One chunk's record of a segment it only partly covers.
 struct Partial {
@@ -597,9 +596,11 @@ void for_each_slice(const Input& in, F&& f) {
 
 }  // namespace
 
-at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
-                               const std::optional<at::Tensor>& perm,
-                               int64_t dim) {
+namespace {
+
+at::Tensor softmax_segments(const at::Tensor& src, const at::Tensor& ptr,
+                            const std::optional<at::Tensor>& perm,
+                            int64_t dim) {
   const Input in = forward_input(src, dim);
   auto out = at::empty_like(in.t);
   const int64_t* p = checked_ptr(ptr, in.num_entries);
@@ -615,11 +616,11 @@ at::Tensor segment_softmax_cpu(const at::Tensor& src, const at::Tensor& ptr,
   return out;
 }
 
-at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
-                                        const at::Tensor& grad_out,
-                                        const at::Tensor& ptr,
-                                        const std::optional<at::Tensor>& perm,
-                                        int64_t dim) {
+at::Tensor softmax_backward_segments(const at::Tensor& out,
+                                     const at::Tensor& grad_out,
+                                     const at::Tensor& ptr,
+                                     const std::optional<at::Tensor>& perm,
+                                     int64_t dim) {
   const auto [in, g] = backward_input(out, grad_out, dim);
   auto grad_src = at::empty_like(in.t);
   const int64_t* p = checked_ptr(ptr, in.num_entries);
@@ -635,9 +636,8 @@ at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
   return grad_src;
 }
 
-at::Tensor segment_softmax_index_cpu(const at::Tensor& src,
-                                     const at::Tensor& index,
-                                     int64_t num_segments, int64_t dim) {
+at::Tensor softmax_index(const at::Tensor& src, const at::Tensor& index,
+                         int64_t num_segments, int64_t dim) {
   const Input in = forward_input(src, dim);
   auto out = at::empty_like(in.t);
   const int64_t* ix = checked_index(index, in.num_entries);
@@ -652,11 +652,10 @@ at::Tensor segment_softmax_index_cpu(const at::Tensor& src,
   return out;
 }
 
-at::Tensor segment_softmax_backward_index_cpu(const at::Tensor& out,
-                                              const at::Tensor& grad_out,
-                                              const at::Tensor& index,
-                                              int64_t num_segments,
-                                              int64_t dim) {
+at::Tensor softmax_backward_index(const at::Tensor& out,
+                                  const at::Tensor& grad_out,
+                                  const at::Tensor& index,
+                                  int64_t num_segments, int64_t dim) {
   const auto [in, g] = backward_input(out, grad_out, dim);
   auto grad_src = at::empty_like(in.t);
   const int64_t* ix = checked_index(index, in.num_entries);
@@ -671,11 +670,69 @@ at::Tensor segment_softmax_backward_index_cpu(const at::Tensor& out,
   return grad_src;
 }
 
+// The grouping of the entries: by `index` streamed with per-thread segment
+// accumulators, when those cost no more than the input itself; else by
+// segments of (ptr, perm), built from `index` if only it is given. Sorted
+// input (`ptr` alone) and very sparse groupings take the segment path.
+bool by_index(const std::optional<at::Tensor>& index,
+              const std::optional<at::Tensor>& ptr,
+              const std::optional<at::Tensor>& perm, int64_t num_nodes,
+              int64_t num_entries) {
+  if (!index.has_value() || (ptr.has_value() && !perm.has_value()))
+    return false;
+  return at::get_num_threads() * num_nodes <= num_entries;
+}
+
+std::pair<at::Tensor, std::optional<at::Tensor>> grouping(
+    const std::optional<at::Tensor>& index,
+    const std::optional<at::Tensor>& ptr,
+    const std::optional<at::Tensor>& perm, int64_t num_nodes) {
+  if (ptr.has_value()) {
+    TORCH_CHECK(ptr->numel() == num_nodes + 1,
+                "segment_softmax: 'ptr' must have num_nodes + 1 entries");
+    return {*ptr, perm};
+  }
+  TORCH_CHECK(index.has_value(), "segment_softmax: requires 'index' or 'ptr'");
+  auto [p, q] = segment_csr_cpu(*index, num_nodes);
+  return {p, q};
+}
+
+int64_t entries(const at::Tensor& t, int64_t dim) {
+  TORCH_CHECK(dim >= 0 && dim < t.dim(), "segment_softmax: invalid dim");
+  return t.size(dim);
+}
+
+}  // namespace
+
+at::Tensor segment_softmax_cpu(const at::Tensor& src,
+                               const std::optional<at::Tensor>& index,
+                               const std::optional<at::Tensor>& ptr,
+                               const std::optional<at::Tensor>& perm,
+                               int64_t num_nodes, int64_t dim) {
+  if (by_index(index, ptr, perm, num_nodes, entries(src, dim)))
+    return softmax_index(src, *index, num_nodes, dim);
+  const auto [p, q] = grouping(index, ptr, perm, num_nodes);
+  return softmax_segments(src, p, q, dim);
+}
+
+at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
+                                        const at::Tensor& grad_out,
+                                        const std::optional<at::Tensor>& index,
+                                        const std::optional<at::Tensor>& ptr,
+                                        const std::optional<at::Tensor>& perm,
+                                        int64_t num_nodes, int64_t dim) {
+  if (by_index(index, ptr, perm, num_nodes, entries(out, dim)))
+    return softmax_backward_index(out, grad_out, *index, num_nodes, dim);
+  const auto [p, q] = grouping(index, ptr, perm, num_nodes);
+  return softmax_backward_segments(out, grad_out, p, q, dim);
+}
+
 // Stable counting sort of `index` into (ptr, perm): segment s holds entries
 // perm[ptr[s]] .. perm[ptr[s + 1] - 1], in their original order. Threads
 // count and place contiguous slices of `index` with per-thread offsets.
 std::tuple<at::Tensor, at::Tensor> segment_csr_cpu(const at::Tensor& index,
-                                                   int64_t num_segments) {
+                                                   int64_t num_nodes) {
+  const int64_t num_segments = num_nodes;
   TORCH_CHECK(index.device().is_cpu() && index.dim() == 1,
               "segment_csr: expected a 1-D CPU index");
   TORCH_CHECK(num_segments >= 0, "segment_csr: negative num_segments");

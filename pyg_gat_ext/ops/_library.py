@@ -1,36 +1,74 @@
-r"""The ``pyg_gat_ext`` operator library: schemas, fake kernels, autograd,
-and the device kernels.
+r"""The ``pyg_gat_ext`` operator library: each op's schema, written once in
+:data:`SCHEMAS`, and what binds to it.
 
-Every op is defined once here with its pure-PyTorch reference as the default
-kernel. The CPU kernel (C++, built lazily by :mod:`._cpp`) and the CUDA
-kernel (Triton, when ``triton`` is installed) register under their dispatch
-keys; each falls back to the reference when its kernel is unavailable, and
-:func:`use_backend` (or ``PYG_GAT_EXT_BACKEND``) forces one implementation.
+The dispatcher routes every call; nothing here picks an implementation:
+
+* ``CompositeExplicitAutograd``: the pure-PyTorch reference
+  (:mod:`._reference`, one function per op with the schema's arguments),
+  the specification and the fallback of every device. The first call on a
+  CPU tensor builds (or loads) the C++ kernels and hands the call to them;
+* ``CPU``: the C++ kernels, registered from ``csrc/library.cpp`` under
+  ``TORCH_LIBRARY_IMPL(pyg_gat_ext, CPU, m)`` once the library is loaded
+  (``torch._C._dispatch_dump('pyg_gat_ext::gat_attention')`` shows them);
+* ``CUDA``: the Triton launchers (:mod:`.triton`, one function per op with
+  the schema's arguments), imported on first use;
+* ``Meta`` (fake tensors, :func:`torch.compile`): the output shapes;
+* ``Autograd``: each forward op's gradient is its ``*_backward`` op.
+
+:func:`use_backend` overrides the routing for tests and benchmarks: a
+:class:`~torch.utils._python_dispatch.TorchDispatchMode` that sends every
+``pyg_gat_ext`` op to the implementation it names.
 
 Segment grouping: segment ``s`` owns sorted positions ``ptr[s]`` to
 ``ptr[s + 1] - 1``, and position ``p`` holds row ``perm[p]`` of the input
-(row ``p`` when ``perm`` is ``None``, i.e. the input is sorted). The
-reference uses the per-row segment ``index`` instead; each op takes both and
-derives what it lacks.
+(row ``p`` when ``perm`` is ``None``, i.e. the input is sorted); the per-row
+segment ``index`` is the other form. Each op takes both and derives what it
+lacks. Graphs travel grouped twice, as PyG's ``SparseTensor`` of
+``adj_t`` stores them: by target (``rowptr``, ``col``: the source of each
+position, ``csr_eid``: its edge id) for the forward and the target-side
+gradients, and by source (``colptr``, ``row``, ``csc_eid``) for the
+source-side gradients, so that no gradient is accumulated with atomics.
+Scores (``a_src``, ``a_dst``, ``edge_score``) are the attention logits;
+``alpha`` is always the attention weights.
 """
 import contextlib
 import importlib.util
 import os
 import warnings
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyg_gat_ext.ops import _cpp, _reference
 
-BACKENDS = ('auto', 'reference', 'cpp', 'triton')
+#: The schema of every op: the one place its arguments are written.
+SCHEMAS = {
+    'segment_csr':
+    'segment_csr(Tensor index, int num_nodes) -> (Tensor, Tensor)',
+    'segment_softmax':
+    'segment_softmax(Tensor src, Tensor? index, Tensor? ptr, Tensor? perm, '
+    'int num_nodes, int dim) -> Tensor',
+    'segment_softmax_backward':
+    'segment_softmax_backward(Tensor out, Tensor grad_out, Tensor? index, '
+    'Tensor? ptr, Tensor? perm, int num_nodes, int dim) -> Tensor',
+    'gat_attention':
+    'gat_attention(Tensor x, Tensor a_src, Tensor a_dst, Tensor? edge_score, '
+    'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
+    'Tensor csc_eid, int num_loops, bool remove_self_loops, '
+    'float negative_slope, float dropout, Tensor? seed, '
+    'bool return_attention_weights) -> (Tensor, Tensor, Tensor)',
+    'gat_attention_backward':
+    'gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, '
+    'Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, '
+    'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
+    'Tensor csc_eid, int num_loops, bool remove_self_loops, '
+    'float negative_slope, float dropout, Tensor? seed) -> '
+    '(Tensor, Tensor, Tensor, Tensor)',
+}
 
-#: Forced implementation, from ``PYG_GAT_EXT_BACKEND`` or :func:`use_backend`.
-_forced = os.environ.get('PYG_GAT_EXT_BACKEND', 'auto')
-if _forced not in BACKENDS:
-    raise ValueError(f'PYG_GAT_EXT_BACKEND must be one of {BACKENDS} (got '
-                     f"'{_forced}')")
+BACKENDS = ('auto', 'reference', 'cpp', 'triton')
 
 #: Triton kernels are registered for CUDA when `triton` is installed, and run
 #: once it imports (on first use; compiled on first launch). Under
@@ -39,62 +77,20 @@ if _forced not in BACKENDS:
 HAS_TRITON = importlib.util.find_spec('triton') is not None
 
 
-def _triton_interpret() -> bool:
-    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+def _op(name: str) -> torch._ops.OpOverloadPacket:
+    return getattr(torch.ops.pyg_gat_ext, name)
 
 
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    r"""Context manager that runs every op with implementation :obj:`name`:
-    ``'reference'`` (pure PyTorch), ``'cpp'`` (CPU), ``'triton'`` (CUDA, or
-    CPU under ``TRITON_INTERPRET=1``) or ``'auto'`` (the kernel of each
-    device where it is available, else the reference)."""
-    global _forced
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} (got '{name}')")
-    previous, _forced = _forced, name
-    try:
-        yield
-    finally:
-        _forced = previous
-
-
-def use_reference() -> 'contextlib.AbstractContextManager[None]':
-    r"""Shorthand for :obj:`use_backend('reference')`."""
-    return use_backend('reference')
-
-
-def kernel_backend(device: torch.device) -> str:
-    r"""The implementation the ops run on :obj:`device`: ``'cpp'``,
-    ``'triton'`` or ``'reference'``. Builds the C++ kernels if needed, and
-    raises if a forced backend cannot run on :obj:`device`."""
-    if _forced == 'reference':
-        return 'reference'
-    if _forced == 'cpp' or (_forced == 'auto' and device.type == 'cpu'):
-        if device.type == 'cpu' and _cpp.load():
-            return 'cpp'
-        if _forced == 'cpp':
-            raise RuntimeError(f"pyg_gat_ext: the 'cpp' backend cannot run "
-                               f'on {device} (CPU only, and it must build)')
-        return 'reference'
-    if _forced == 'triton':
-        if (HAS_TRITON and (device.type == 'cuda' or _triton_interpret())
-                and _triton() is not None):
-            return 'triton'
-        raise RuntimeError(f"pyg_gat_ext: the 'triton' backend cannot run "
-                           f'on {device} (needs triton to import, and CUDA '
-                           f'or TRITON_INTERPRET=1)')
-    if device.type == 'cuda' and HAS_TRITON and _triton() is not None:
-        return 'triton'
-    return 'reference'
+def _first_tensor(args) -> Optional[Tensor]:
+    return next((a for a in args if isinstance(a, Tensor)), None)
 
 
 _triton_state = {'tried': False, 'module': None}
 
 
 def _triton():
-    # The Triton kernels module, imported on first use; None (with one
-    # warning) if triton is installed but does not import.
+    # The Triton launchers, imported on first use; None (with one warning)
+    # if triton is installed but does not import.
     if not _triton_state['tried']:
         _triton_state['tried'] = True
         try:
@@ -108,152 +104,111 @@ def _triton():
     return _triton_state['module']
 
 
-# segment_csr ################################################################
+def _default_kernel(name: str) -> Callable:
+    reference = getattr(_reference, name)
+
+    def kernel(*args):
+        # Only the first call on CPU tensors can find the C++ kernels
+        # unloaded: load them (they register under CPU) and call again.
+        first = _first_tensor(args)
+        if (not _cpp._state['tried'] and first is not None
+                and first.device.type == 'cpu' and _cpp.load()):
+            return _op(name)(*args)
+        return reference(*args)
+
+    return kernel
 
 
-@torch.library.custom_op('pyg_gat_ext::segment_csr', mutates_args=())
-def segment_csr(index: Tensor, num_segments: int) -> Tuple[Tensor, Tensor]:
-    r"""Groups the entries of :obj:`index` by segment: returns the CSR
-    pointer :obj:`ptr` and the stable permutation :obj:`perm` that sorts
-    :obj:`index`."""
-    return _reference.segment_csr(index, num_segments)
+def _cuda_kernel(name: str) -> Callable:
+    reference = getattr(_reference, name)
+
+    def kernel(*args):
+        triton_ops = _triton() if HAS_TRITON else None
+        if triton_ops is None:
+            return reference(*args)
+        return getattr(triton_ops, name)(*args)
+
+    return kernel
 
 
-@segment_csr.register_fake
-def _(index, num_segments):
-    return (index.new_empty(num_segments + 1, dtype=torch.long),
+_lib = torch.library.Library('pyg_gat_ext', 'DEF')
+for _name, _schema in SCHEMAS.items():
+    _lib.define(_schema)
+    _lib.impl(_name, _default_kernel(_name), 'CompositeExplicitAutograd')
+    _lib.impl(_name, _cuda_kernel(_name), 'CUDA')
+
+# Fake kernels: output shapes for fake tensors and torch.compile. #########
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+@torch.library.register_fake('pyg_gat_ext::segment_csr')
+def _(index, num_nodes):
+    return (index.new_empty(num_nodes + 1, dtype=torch.long),
             index.new_empty(index.size(0), dtype=torch.long))
 
 
-@segment_csr.register_kernel('cpu')
-def _(index, num_segments):
-    if kernel_backend(index.device) == 'cpp':
-        return torch.ops.pyg_gat_ext_cpu.segment_csr(index, num_segments)
-    return _reference.segment_csr(index, num_segments)
-
-
-# segment_softmax ############################################################
-
-
-def _index(index: Optional[Tensor], ptr: Optional[Tensor],
-           perm: Optional[Tensor], num_entries: int) -> Tensor:
-    # The per-row segment of every entry, from whichever grouping is given.
-    if index is not None:
-        return index
-    assert ptr is not None
-    return _reference.ptr_to_index(ptr, perm, num_entries)
-
-
-def _grouping(index: Optional[Tensor], ptr: Optional[Tensor],
-              perm: Optional[Tensor],
-              num_segments: int) -> Tuple[Tensor, Optional[Tensor]]:
-    # The (ptr, perm) grouping the kernels need, built if only `index` is.
-    if ptr is not None:
-        return ptr.contiguous(), None if perm is None else perm.contiguous()
-    assert index is not None
-    return torch.ops.pyg_gat_ext.segment_csr(index, num_segments)
-
-
-@torch.library.custom_op('pyg_gat_ext::segment_softmax', mutates_args=())
-def segment_softmax(src: Tensor, index: Optional[Tensor],
-                    ptr: Optional[Tensor], perm: Optional[Tensor],
-                    num_segments: int, dim: int) -> Tensor:
-    r"""Segment softmax of :obj:`src` along :obj:`dim`."""
-    index = _index(index, ptr, perm, src.size(dim))
-    return _reference.segment_softmax(src, index, num_segments, dim)
-
-
-@segment_softmax.register_fake
-def _(src, index, ptr, perm, num_segments, dim):
+@torch.library.register_fake('pyg_gat_ext::segment_softmax')
+def _(src, index, ptr, perm, num_nodes, dim):
     return torch.empty_like(src)
 
 
-@torch.library.custom_op('pyg_gat_ext::segment_softmax_backward',
-                         mutates_args=())
-def segment_softmax_backward(out: Tensor, grad_out: Tensor,
-                             index: Optional[Tensor], ptr: Optional[Tensor],
-                             perm: Optional[Tensor], num_segments: int,
-                             dim: int) -> Tensor:
-    r"""Gradient of :obj:`segment_softmax` given its output :obj:`out`:
-    :obj:`out * (grad_out - segment_sum(grad_out * out))`."""
-    index = _index(index, ptr, perm, out.size(dim))
-    return _reference.segment_softmax_backward(out, grad_out, index,
-                                               num_segments, dim)
-
-
-@segment_softmax_backward.register_fake
-def _(out, grad_out, index, ptr, perm, num_segments, dim):
+@torch.library.register_fake('pyg_gat_ext::segment_softmax_backward')
+def _(out, grad_out, index, ptr, perm, num_nodes, dim):
     return torch.empty_like(out)
 
 
-def _cpu_by_index(index: Optional[Tensor], ptr: Optional[Tensor],
-                  perm: Optional[Tensor], num_segments: int,
-                  num_entries: int) -> bool:
-    # The C++ kernels stream an unsorted `index` with per-thread segment
-    # accumulators when those cost no more than the input itself; sorted
-    # input (`ptr` alone) and very sparse groupings take the segment path.
-    if index is None or (ptr is not None and perm is None):
-        return False
-    return torch.get_num_threads() * num_segments <= num_entries
+@torch.library.register_fake('pyg_gat_ext::gat_attention')
+def _(x, a_src, a_dst, edge_score, rowptr, col, csr_eid, colptr, row,
+      csc_eid, num_loops, remove_self_loops, negative_slope, dropout, seed,
+      return_attention_weights):
+    num_dst, heads = rowptr.size(0) - 1, x.size(1)
+    num_alpha = col.size(0) + num_loops if return_attention_weights else 0
+    return (x.new_empty(num_dst, heads, x.size(2)),
+            x.new_empty(num_dst, heads, dtype=_opmath(x.dtype)),
+            x.new_empty(num_alpha, heads))
 
 
-def _run(name: str, tensors, index, ptr, perm, num_segments: int, dim: int):
-    # Runs op `name` ('segment_softmax' or 'segment_softmax_backward') on
-    # its tensor inputs with the implementation `kernel_backend` picks: each
-    # implementation has a function of that name (the C++ one by `index`
-    # with the suffix '_index').
-    backend = kernel_backend(tensors[0].device)
-    num_entries = tensors[0].size(dim)
-    if backend == 'reference':
-        index = _index(index, ptr, perm, num_entries)
-        return getattr(_reference, name)(*tensors, index, num_segments, dim)
-    if backend == 'cpp' and _cpu_by_index(index, ptr, perm, num_segments,
-                                          num_entries):
-        return getattr(torch.ops.pyg_gat_ext_cpu, name + '_index')(
-            *tensors, index.contiguous(), num_segments, dim)
-    ptr, perm = _grouping(index, ptr, perm, num_segments)
-    kernels = torch.ops.pyg_gat_ext_cpu if backend == 'cpp' else _triton()
-    return getattr(kernels, name)(*tensors, ptr, perm, dim)
+@torch.library.register_fake('pyg_gat_ext::gat_attention_backward')
+def _(grad_out, grad_alpha, x, a_src, a_dst, edge_score, *args):
+    grad_edge = (x.new_empty(0, x.size(1))
+                 if edge_score is None else torch.empty_like(edge_score))
+    return (torch.empty_like(x), torch.empty_like(a_src),
+            torch.empty_like(a_dst), grad_edge)
 
 
-def _softmax_kernel(src, index, ptr, perm, num_segments, dim):
-    return _run('segment_softmax', [src], index, ptr, perm, num_segments,
-                dim)
+# Autograd ###################################################################
 
 
-def _softmax_backward_kernel(out, grad_out, index, ptr, perm, num_segments,
-                             dim):
-    return _run('segment_softmax_backward', [out, grad_out], index, ptr,
-                perm, num_segments, dim)
-
-
-# The same Python kernel serves both devices: it picks the implementation.
-for _device in ('cpu', 'cuda'):
-    segment_softmax.register_kernel(_device)(_softmax_kernel)
-    segment_softmax_backward.register_kernel(_device)(
-        _softmax_backward_kernel)
+def _no_grads(name: str, count: int) -> Tuple[None, ...]:
+    # `None` for the trailing arguments of op `name` after its first `count`.
+    num_args = len(_op(name).default._schema.arguments)
+    return (None, ) * (num_args - count)
 
 
 def _setup_softmax(ctx, inputs: Tuple, output: Tensor) -> None:
-    _, index, ptr, perm, num_segments, dim = inputs
+    _, index, ptr, perm, num_nodes, dim = inputs
     ctx.save_for_backward(output, index, ptr, perm)
-    ctx.num_segments, ctx.dim = num_segments, dim
+    ctx.num_nodes, ctx.dim = num_nodes, dim
 
 
 def _softmax_grad(ctx, grad: Tensor):
     out, index, ptr, perm = ctx.saved_tensors
-    grad_src = torch.ops.pyg_gat_ext.segment_softmax_backward(
-        out, grad, index, ptr, perm, ctx.num_segments, ctx.dim)
-    return grad_src, None, None, None, None, None
+    grad_src = _op('segment_softmax_backward')(out, grad, index, ptr, perm,
+                                               ctx.num_nodes, ctx.dim)
+    return (grad_src, ) + _no_grads('segment_softmax', 1)
 
 
-segment_softmax.register_autograd(_softmax_grad, setup_context=_setup_softmax)
+torch.library.register_autograd('pyg_gat_ext::segment_softmax',
+                                _softmax_grad, setup_context=_setup_softmax)
 
 
 def _setup_softmax_backward(ctx, inputs: Tuple, output: Tensor) -> None:
-    out, grad_out, index, ptr, perm, num_segments, dim = inputs
+    out, grad_out, index, ptr, perm, num_nodes, dim = inputs
     ctx.save_for_backward(out, grad_out, index, ptr, perm)
-    ctx.num_segments, ctx.dim = num_segments, dim
+    ctx.num_nodes, ctx.dim = num_nodes, dim
 
 
 def _softmax_backward_grad(ctx, v: Tensor):
@@ -262,181 +217,147 @@ def _softmax_backward_grad(ctx, v: Tensor):
     #                     d/dy_j = v_j (g_j - s_j) - g_j t_j,
     # with t = segment_sum(v * y) gathered: double backward for free.
     out, grad_out, index, ptr, perm = ctx.saved_tensors
-    n, dim = ctx.num_segments, ctx.dim
-    index = _index(index, ptr, perm, out.size(dim))
+    n, dim = ctx.num_nodes, ctx.dim
+    if index is None:
+        index = _reference.ptr_to_index(ptr, perm, out.size(dim))
     s = _reference.segment_sum(grad_out * out, index, n, dim)
     t = _reference.segment_sum(v * out, index, n, dim)
     s, t = s.index_select(dim, index), t.index_select(dim, index)
     grad_y = v * (grad_out - s) - grad_out * t
     grad_g = out * (v - t)
-    return grad_y, grad_g, None, None, None, None, None
+    return (grad_y, grad_g) + _no_grads('segment_softmax_backward', 2)
 
 
-segment_softmax_backward.register_autograd(
-    _softmax_backward_grad, setup_context=_setup_softmax_backward)
+torch.library.register_autograd('pyg_gat_ext::segment_softmax_backward',
+                                _softmax_backward_grad,
+                                setup_context=_setup_softmax_backward)
 
-
-# gat_attention ##############################################################
-#
-# The graph travels as two groupings of the same edges: by target (CSR: ptr,
-# src, eid) for the forward and the target-side gradients, and by source
-# (CSC: ptr_t, dst_t, eid_t) for the source-side gradients, so that no
-# gradient is accumulated with atomics. `eid` maps a position to the edge id
-# that indexes `edge_score` and the attention weights.
-
-
-def _opmath(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-@torch.library.custom_op('pyg_gat_ext::gat_attention', mutates_args=())
-def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
-                  edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
-                  eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
-                  num_loops: int, skip_self_loops: bool,
-                  negative_slope: float, dropout: float,
-                  seed: Optional[Tensor],
-                  need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""Fused GAT attention and aggregation (see
-    :func:`pyg_gat_ext.ops._reference.gat_attention`)."""
-    out, lse, alpha = _reference.gat_attention(
-        x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
-        skip_self_loops, negative_slope, dropout, seed, need_alpha)
-    return out, lse.to(_opmath(x.dtype)), alpha
-
-
-@gat_attention.register_fake
-def _(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
-      num_loops, skip_self_loops, negative_slope, dropout, seed, need_alpha):
-    num_dst, heads = ptr.size(0) - 1, x.size(1)
-    num_alpha = src.size(0) + num_loops if need_alpha else 0
-    return (x.new_empty(num_dst, heads, x.size(2)),
-            x.new_empty(num_dst, heads, dtype=_opmath(x.dtype)),
-            x.new_empty(num_alpha, heads))
-
-
-@torch.library.custom_op('pyg_gat_ext::gat_attention_backward',
-                         mutates_args=())
-def gat_attention_backward(
-        grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
-        a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
-        lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
-        dst_t: Tensor, eid_t: Tensor,
-        num_loops: int, skip_self_loops: bool,
-        negative_slope: float, dropout: float, seed: Optional[Tensor]
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""Gradients of :func:`gat_attention` (see
-    :func:`pyg_gat_ext.ops._reference.gat_attention_backward`)."""
-    return _reference.gat_attention_backward(
-        grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
-        eid, num_loops, skip_self_loops, negative_slope, dropout, seed)
-
-
-@gat_attention_backward.register_fake
-def _(grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src, eid,
-      ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
-      dropout, seed):
-    grad_edge = (x.new_empty(0, x.size(1))
-                 if edge_score is None else torch.empty_like(edge_score))
-    return (torch.empty_like(x), torch.empty_like(a_src),
-            torch.empty_like(a_dst), grad_edge)
-
-
-def _attention_kernels(device: torch.device):
-    # The module whose `gat_attention(_backward)` run on `device`.
-    backend = kernel_backend(device)
-    if backend == 'cpp':
-        return _cpp_attention
-    if backend == 'triton':
-        return _triton()
-    return None
-
-
-def _attention_kernel(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
-                      dst_t, eid_t, num_loops, skip_self_loops,
-                      negative_slope, dropout, seed, need_alpha):
-    kernels = _attention_kernels(x.device)
-    if kernels is None:
-        out, lse, alpha = _reference.gat_attention(
-            x, a_src, a_dst, edge_score, ptr, src, eid, num_loops,
-            skip_self_loops, negative_slope, dropout, seed, need_alpha)
-        return out, lse.to(_opmath(x.dtype)), alpha
-    return kernels.gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid,
-                                 ptr_t, dst_t, eid_t, num_loops,
-                                 skip_self_loops, negative_slope, dropout,
-                                 _reference.seed_words(seed), need_alpha)
-
-
-def _attention_backward_kernel(grad_out, grad_alpha, x, a_src, a_dst,
-                               edge_score, lse, ptr, src, eid, ptr_t, dst_t,
-                               eid_t, num_loops, skip_self_loops,
-                               negative_slope, dropout, seed):
-    kernels = _attention_kernels(x.device)
-    if kernels is None:
-        return _reference.gat_attention_backward(
-            grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
-            eid, num_loops, skip_self_loops, negative_slope, dropout, seed)
-    return kernels.gat_attention_backward(
-        grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
-        eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops, negative_slope,
-        dropout, _reference.seed_words(seed))
-
-
-for _device in ('cpu', 'cuda'):
-    gat_attention.register_kernel(_device)(_attention_kernel)
-    gat_attention_backward.register_kernel(_device)(
-        _attention_backward_kernel)
-
-
-class _CppAttention:
-    # The C++ entry points, called like the Triton launchers.
-    @staticmethod
-    def gat_attention(x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t,
-                      dst_t, eid_t, num_loops, skip_self_loops,
-                      negative_slope, dropout, seed, need_alpha):
-        return torch.ops.pyg_gat_ext_cpu.gat_attention(
-            x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
-            num_loops, skip_self_loops, negative_slope, dropout, seed[0],
-            seed[1], need_alpha)
-
-    @staticmethod
-    def gat_attention_backward(grad_out, grad_alpha, x, a_src, a_dst,
-                               edge_score, lse, ptr, src, eid, ptr_t, dst_t,
-                               eid_t, num_loops, skip_self_loops,
-                               negative_slope, dropout, seed):
-        return torch.ops.pyg_gat_ext_cpu.gat_attention_backward(
-            grad_out, grad_alpha, x, a_src, a_dst, edge_score, lse, ptr, src,
-            eid, ptr_t, dst_t, eid_t, num_loops, skip_self_loops,
-            negative_slope, dropout, seed[0], seed[1])
-
-
-_cpp_attention = _CppAttention()
 
 def _setup_attention(ctx, inputs: Tuple, output: Tuple) -> None:
-    (x, a_src, a_dst, edge_score, ptr, src, eid, ptr_t, dst_t, eid_t,
-     num_loops, skip_self_loops, negative_slope, dropout, seed, _) = inputs
-    ctx.save_for_backward(x, a_src, a_dst, edge_score, output[1], ptr, src,
-                          eid, ptr_t, dst_t, eid_t, seed)
-    ctx.params = (num_loops, skip_self_loops, negative_slope, dropout)
+    # Everything the backward op takes after its three gradient-side inputs
+    # (grad_out, grad_alpha, then x ... edge_score, lse, the graph, ...).
+    x, a_src, a_dst, edge_score, *graph = inputs[:10]
+    ctx.save_for_backward(x, a_src, a_dst, edge_score, output[1], *graph,
+                          inputs[14])
+    ctx.params = inputs[10:14]  # num_loops ... dropout
     ctx.has_alpha = output[2].numel() > 0
 
 
 def _attention_grad(ctx, grad_out, grad_lse, grad_alpha):
     # The log-sum-exp is a saved statistic, not differentiable; a gradient
     # of the returned attention weights flows into the scores.
-    (x, a_src, a_dst, edge_score, lse, ptr, src, eid, ptr_t, dst_t, eid_t,
-     seed) = ctx.saved_tensors
+    *tensors, seed = ctx.saved_tensors
+    x, lse, edge_score = tensors[0], tensors[4], tensors[3]
     if grad_out is None:
         grad_out = x.new_zeros(lse.size(0), x.size(1), x.size(2))
     if not ctx.has_alpha:
         grad_alpha = None
-    grads = torch.ops.pyg_gat_ext.gat_attention_backward(
-        grad_out.contiguous(), grad_alpha, x, a_src, a_dst, edge_score, lse,
-        ptr, src, eid, ptr_t, dst_t, eid_t, *ctx.params, seed)
+    grads = _op('gat_attention_backward')(grad_out.contiguous(), grad_alpha,
+                                          *tensors, *ctx.params, seed)
     grad_x, grad_src, grad_dst, grad_edge = grads
     return (grad_x, grad_src, grad_dst,
-            None if edge_score is None else grad_edge) + (None, ) * 12
+            None if edge_score is None else grad_edge) + _no_grads(
+                'gat_attention', 4)
 
 
-gat_attention.register_autograd(_attention_grad,
+torch.library.register_autograd('pyg_gat_ext::gat_attention',
+                                _attention_grad,
                                 setup_context=_setup_attention)
+
+# The test override ##########################################################
+
+
+class _Override(TorchDispatchMode):
+    # Sends every `pyg_gat_ext` op to the implementation `backend` names.
+    def __init__(self, backend: str):
+        super().__init__()
+        self.backend = backend
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.namespace == 'pyg_gat_ext':
+            first = _first_tensor(args)
+            device = first.device if first is not None else torch.device(
+                'cpu')
+            backend = kernel_backend(device)
+            if backend == 'reference':
+                return getattr(_reference, func._opname)(*args, **kwargs)
+            if backend == 'triton':
+                return getattr(_triton(), func._opname)(*args, **kwargs)
+        return func(*args, **kwargs)  # The C++ kernels are the CPU kernels.
+
+
+#: The forced implementations, innermost last.
+_forced = ['auto']
+
+
+def _triton_interpret() -> bool:
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    r"""Context manager that runs every op with implementation :obj:`name`:
+    ``'reference'`` (pure PyTorch), ``'cpp'`` (CPU), ``'triton'`` (CUDA, or
+    CPU under ``TRITON_INTERPRET=1``) or ``'auto'`` (the dispatcher's
+    choice: the kernel of each device where it is available, else the
+    reference). For tests and benchmarks: it intercepts the ops in this
+    thread with a dispatch mode, which costs a Python call per op."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} (got '{name}')")
+    _forced.append(name)
+    try:
+        if name == 'auto':
+            yield
+        else:
+            with _Override(name):
+                yield
+    finally:
+        _forced.pop()
+
+
+def use_reference() -> 'contextlib.AbstractContextManager[None]':
+    r"""Shorthand for :obj:`use_backend('reference')`."""
+    return use_backend('reference')
+
+
+def kernel_backend(device: torch.device) -> str:
+    r"""The implementation the ops run on :obj:`device`: ``'cpp'``,
+    ``'triton'`` or ``'reference'``. Builds the C++ kernels if needed, and
+    raises if a forced backend cannot run on :obj:`device`."""
+    forced = _forced[-1]
+    if forced == 'reference':
+        return 'reference'
+    if forced == 'cpp' or (forced == 'auto' and device.type == 'cpu'):
+        if device.type == 'cpu' and _cpp.load():
+            return 'cpp'
+        if forced == 'cpp':
+            raise RuntimeError(f"pyg_gat_ext: the 'cpp' backend cannot run "
+                               f'on {device} (CPU only, and it must build)')
+        return 'reference'
+    if forced == 'triton':
+        if (HAS_TRITON and (device.type == 'cuda' or _triton_interpret())
+                and _triton() is not None):
+            return 'triton'
+        raise RuntimeError(f"pyg_gat_ext: the 'triton' backend cannot run "
+                           f'on {device} (needs triton to import, and CUDA '
+                           f'or TRITON_INTERPRET=1)')
+    if device.type == 'cuda' and HAS_TRITON and _triton() is not None:
+        return 'triton'
+    return 'reference'
+
+
+def _force_from_environment() -> contextlib.AbstractContextManager:
+    # PYG_GAT_EXT_BACKEND forces an implementation for the whole process
+    # (in the thread that imports pyg_gat_ext, and the autograd threads it
+    # starts, which inherit its dispatch modes).
+    name = os.environ.get('PYG_GAT_EXT_BACKEND', 'auto')
+    if name not in BACKENDS:
+        raise ValueError(f'PYG_GAT_EXT_BACKEND must be one of {BACKENDS} '
+                         f"(got '{name}')")
+    override = use_backend(name)
+    override.__enter__()
+    return override  # Held for the life of the process.
+
+
+_environment_override = _force_from_environment()

@@ -24,51 +24,66 @@ def _broadcast(index: Tensor, src: Tensor, dim: int) -> Tensor:
     return index.view(shape).expand_as(src)
 
 
-def segment_sum(src: Tensor, index: Tensor, num_segments: int,
+def segment_sum(src: Tensor, index: Tensor, num_nodes: int,
                 dim: int) -> Tensor:
     r"""Sums the entries of :obj:`src` along :obj:`dim` per segment."""
     size = list(src.shape)
-    size[dim] = num_segments
+    size[dim] = num_nodes
     return src.new_zeros(size).scatter_add_(dim, _broadcast(index, src, dim),
                                             src)
 
 
-def segment_softmax(src: Tensor, index: Tensor, num_segments: int,
-                    dim: int) -> Tensor:
+def _segment_index(index: Optional[Tensor], ptr: Optional[Tensor],
+                   perm: Optional[Tensor], num_entries: int) -> Tensor:
+    # The per-row segment of every entry, from whichever grouping is given.
+    if index is not None:
+        return index
+    assert ptr is not None
+    return ptr_to_index(ptr, perm, num_entries)
+
+
+def segment_softmax(src: Tensor, index: Optional[Tensor],
+                    ptr: Optional[Tensor], perm: Optional[Tensor],
+                    num_nodes: int, dim: int) -> Tensor:
     r"""Softmax of :obj:`src` along :obj:`dim` within each segment.
 
     Entry :obj:`e` of :obj:`src` (along :obj:`dim`) belongs to segment
-    :obj:`index[e]`, :obj:`0 <= index[e] < num_segments`; :obj:`index` need
-    not be sorted.
+    :obj:`index[e]`, :obj:`0 <= index[e] < num_nodes`; :obj:`index` need
+    not be sorted. Without :obj:`index`, the segments are those of the CSR
+    grouping :obj:`(ptr, perm)`.
     """
+    index = _segment_index(index, ptr, perm, src.size(dim))
     size = list(src.shape)
-    size[dim] = num_segments
+    size[dim] = num_nodes
     src_max = src.new_zeros(size).scatter_reduce_(
         dim, _broadcast(index, src, dim), src.detach(), 'amax',
         include_self=False)
     out = (src - src_max.index_select(dim, index)).exp()
-    out_sum = segment_sum(out, index, num_segments, dim) + EPS
+    out_sum = segment_sum(out, index, num_nodes, dim) + EPS
     return out / out_sum.index_select(dim, index)
 
 
-def segment_softmax_backward(out: Tensor, grad_out: Tensor, index: Tensor,
-                             num_segments: int, dim: int) -> Tensor:
+def segment_softmax_backward(out: Tensor, grad_out: Tensor,
+                             index: Optional[Tensor], ptr: Optional[Tensor],
+                             perm: Optional[Tensor], num_nodes: int,
+                             dim: int) -> Tensor:
     r"""Gradient of :func:`segment_softmax` with respect to its input.
 
     With :math:`y` the softmax output and :math:`g` the incoming gradient,
     :math:`\partial L / \partial x_e = y_e (g_e - \sum_{k \in s(e)} g_k y_k)`.
     """
-    dot = segment_sum(grad_out * out, index, num_segments, dim)
+    index = _segment_index(index, ptr, perm, out.size(dim))
+    dot = segment_sum(grad_out * out, index, num_nodes, dim)
     return out * (grad_out - dot.index_select(dim, index))
 
 
-def segment_csr(index: Tensor, num_segments: int) -> Tuple[Tensor, Tensor]:
+def segment_csr(index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
     r"""The CSR pointer of :obj:`index` and the stable permutation that
     sorts it, so that segment :obj:`s` holds entries
     :obj:`perm[ptr[s]:ptr[s + 1]]` in their original order."""
     perm = index.argsort(stable=True)
-    ptr = index.new_zeros(num_segments + 1, dtype=torch.long)
-    ptr[1:] = torch.bincount(index, minlength=num_segments).cumsum(0)
+    ptr = index.new_zeros(num_nodes + 1, dtype=torch.long)
+    ptr[1:] = torch.bincount(index, minlength=num_nodes).cumsum(0)
     return ptr, perm
 
 
@@ -128,16 +143,16 @@ def dropout_hash(edge: Tensor, heads: int, seed: Tuple[int, int]) -> Tensor:
 
 
 def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
-               ptr: Tensor, src: Tensor, eid: Tensor, num_loops: int,
-               skip_self_loops: bool, negative_slope: float):
+               rowptr: Tensor, col: Tensor, csr_eid: Tensor, num_loops: int,
+               remove_self_loops: bool, negative_slope: float):
     # Every edge the attention runs over, in CSR order followed by the
     # implicit self-loops of nodes 0 ... num_loops - 1 (edge ids E + i):
     # source, target, edge id, whether it counts, raw and activated score.
-    num_edges = src.numel()
-    dst = ptr_to_index(ptr, None, num_edges)
-    src, eid = src.to(torch.long), eid.to(torch.long)
+    num_edges = col.numel()
+    dst = ptr_to_index(rowptr, None, num_edges)
+    src, eid = col.to(torch.long), csr_eid.to(torch.long)
     valid = src != dst
-    if not skip_self_loops:
+    if not remove_self_loops:
         valid = torch.ones_like(valid)
     if num_loops > 0:
         loop = torch.arange(num_loops, device=src.device)
@@ -172,18 +187,21 @@ def _gat_dropout(eid: Tensor, heads: int, dropout: float,
 
 
 def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
-                  edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
-                  eid: Tensor, num_loops: int, skip_self_loops: bool,
+                  edge_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                  csr_eid: Tensor, colptr: Tensor, row: Tensor,
+                  csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
                   negative_slope: float, dropout: float,
-                  seed: Optional[Tensor],
-                  need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                  seed: Optional[Tensor], return_attention_weights: bool
+                  ) -> Tuple[Tensor, Tensor, Tensor]:
     r"""GAT attention and aggregation over a graph grouped by target node.
 
-    Target :obj:`i` owns the CSR positions :obj:`ptr[i]` to
-    :obj:`ptr[i + 1] - 1`; position :obj:`p` is the edge :obj:`eid[p]`
-    from source :obj:`src[p]`. Nodes :obj:`0 ... num_loops - 1` also get
-    an implicit self-loop, edge id :obj:`E + i`; with
-    :obj:`skip_self_loops`, the explicit edges :obj:`j -> j` do not count.
+    Target :obj:`i` owns the CSR positions :obj:`rowptr[i]` to
+    :obj:`rowptr[i + 1] - 1`; position :obj:`p` is the edge
+    :obj:`csr_eid[p]` from source :obj:`col[p]`. (The grouping by source,
+    :obj:`colptr, row, csc_eid`, is for the kernels' backward; unused
+    here.) Nodes :obj:`0 ... num_loops - 1` also get an implicit
+    self-loop, edge id :obj:`E + i`; with :obj:`remove_self_loops`, the
+    explicit edges :obj:`j -> j` do not count.
     Every counted edge :math:`(j, i)` has the score
 
     .. math::
@@ -200,14 +218,15 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
     per head, with :math:`\delta` the dropout factor (0 or
     :math:`1 / (1 - p)`, from :func:`dropout_hash`). Returns :obj:`out`
     :obj:`[N_dst, H, C]`, :obj:`lse` :obj:`[N_dst, H]` (:math:`-\infty`
-    for a node without edges) and, if :obj:`need_alpha`, the weights
+    for a node without edges; float32 for half-precision :obj:`x`) and, if
+    :obj:`return_attention_weights`, the weights
     :math:`\alpha \delta` by edge id :obj:`[E + num_loops, H]` (zero for a
     skipped edge); else an empty :obj:`[0, H]` tensor.
     """
-    num_dst, heads = ptr.numel() - 1, x.size(1)
-    src, dst, eid, valid, _, e = _gat_edges(a_src, a_dst, edge_score, ptr,
-                                            src, eid, num_loops,
-                                            skip_self_loops, negative_slope)
+    num_dst, heads = rowptr.numel() - 1, x.size(1)
+    src, dst, eid, valid, _, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
+                                            col, csr_eid, num_loops,
+                                            remove_self_loops, negative_slope)
     e = e.masked_fill(~valid, float('-inf'))
     m = e.new_full((num_dst, heads), float('-inf'))
     m = m.scatter_reduce(0, dst.view(-1, 1).expand_as(e), e, 'amax')
@@ -219,18 +238,20 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
     out = x.new_zeros(num_dst, heads, x.size(2)).index_add_(
         0, dst, alpha.unsqueeze(-1) * x.index_select(0, src))
     weights = alpha.new_empty(0, heads)
-    if need_alpha:
+    if return_attention_weights:
         # Edge ids are E + num_loops distinct integers below E + num_loops:
         weights = alpha.new_zeros(src.numel(), heads).index_put_((eid, ),
                                                                  alpha)
-    return out, lse, weights
+    opmath = torch.float32 if x.dtype in (torch.float16,
+                                          torch.bfloat16) else x.dtype
+    return out, lse.to(opmath), weights
 
 
 def gat_attention_backward(
     grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
-    a_src: Tensor, a_dst: Tensor,
-    edge_score: Optional[Tensor], lse: Tensor, ptr: Tensor, src: Tensor,
-    eid: Tensor, num_loops: int, skip_self_loops: bool,
+    a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor], lse: Tensor,
+    rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
+    row: Tensor, csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
     negative_slope: float, dropout: float, seed: Optional[Tensor]
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Gradients of :func:`gat_attention`'s :obj:`out` (and of its
@@ -250,10 +271,10 @@ def gat_attention_backward(
     :obj:`a_src`; :math:`\partial L / \partial x_j = \sum_i \alpha_{ji}
     \delta_{ji} g_i`.
     """
-    num_dst, heads = ptr.numel() - 1, x.size(1)
-    src, dst, eid, valid, z, e = _gat_edges(a_src, a_dst, edge_score, ptr,
-                                            src, eid, num_loops,
-                                            skip_self_loops, negative_slope)
+    num_dst, heads = rowptr.numel() - 1, x.size(1)
+    src, dst, eid, valid, z, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
+                                            col, csr_eid, num_loops,
+                                            remove_self_loops, negative_slope)
     alpha = (e - lse.index_select(0, dst)).exp().masked_fill(~valid, 0.0)
     delta = _gat_dropout(eid, heads, dropout, seed, alpha)
     g_dst = grad_out.index_select(0, dst)

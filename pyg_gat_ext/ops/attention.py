@@ -14,30 +14,31 @@ from torch_geometric import is_compiling
 
 class GATGraph(NamedTuple):
     r"""The edges of a graph grouped twice, as :func:`gat_attention` needs
-    them: by target node (CSR: target :obj:`i` owns positions
-    :obj:`ptr[i]` to :obj:`ptr[i + 1] - 1`, position :obj:`p` holds the
-    edge :obj:`eid[p]` from source :obj:`src[p]`) and by source node (CSC:
-    :obj:`ptr_t`, :obj:`dst_t`, :obj:`eid_t`). Edges keep their input order
-    within each group. Pointers are int64; the other indices are int32 when
-    every index fits, which halves the memory they take."""
-    ptr: Tensor
-    src: Tensor
-    eid: Tensor
-    ptr_t: Tensor
-    dst_t: Tensor
-    eid_t: Tensor
+    them, with the names of PyG's ``SparseTensor`` of ``adj_t`` (rows are
+    targets): by target node (CSR: target :obj:`i` owns positions
+    :obj:`rowptr[i]` to :obj:`rowptr[i + 1] - 1`, position :obj:`p` holds
+    the edge :obj:`csr_eid[p]` from source :obj:`col[p]`) and by source node
+    (CSC: :obj:`colptr`, :obj:`row`, :obj:`csc_eid`). Edges keep their input
+    order within each group. Pointers are int64; the other indices are int32
+    when every index fits, which halves the memory they take."""
+    rowptr: Tensor
+    col: Tensor
+    csr_eid: Tensor
+    colptr: Tensor
+    row: Tensor
+    csc_eid: Tensor
 
     @property
     def num_src(self) -> int:
-        return self.ptr_t.numel() - 1
+        return self.colptr.numel() - 1
 
     @property
     def num_dst(self) -> int:
-        return self.ptr.numel() - 1
+        return self.rowptr.numel() - 1
 
     @property
     def num_edges(self) -> int:
-        return self.src.numel()
+        return self.col.numel()
 
 
 def group_edges(
@@ -46,12 +47,13 @@ def group_edges(
     r"""The fields of :func:`gat_graph`'s :class:`GATGraph`, as a tuple
     (TorchScript-compatible; no well-formedness record is kept)."""
     segment_csr = torch.ops.pyg_gat_ext.segment_csr
-    ptr, perm = segment_csr(dst, num_dst)
-    ptr_t, perm_t = segment_csr(src, num_src)
+    rowptr, csr_eid = segment_csr(dst, num_dst)
+    colptr, csc_eid = segment_csr(src, num_src)
     small = max(src.numel(), num_src, num_dst) <= 2147483647  # int32
     dtype = torch.int32 if small else torch.long
-    return (ptr, src.index_select(0, perm).to(dtype), perm.to(dtype), ptr_t,
-            dst.index_select(0, perm_t).to(dtype), perm_t.to(dtype))
+    return (rowptr, src.index_select(0, csr_eid).to(dtype),
+            csr_eid.to(dtype), colptr, dst.index_select(0, csc_eid).to(dtype),
+            csc_eid.to(dtype))
 
 
 def gat_graph(src: Tensor, dst: Tensor, num_src: int,
@@ -79,7 +81,7 @@ def _remember_checked(graph: GATGraph) -> None:
     # Inference tensors count no in-place modification, so a graph of them
     # is checked at every use.
     if not is_compiling() and not any(t.is_inference() for t in graph):
-        _checked[graph.src] = _fingerprint(graph)
+        _checked[graph.col] = _fingerprint(graph)
 
 
 def _check_graph(graph: GATGraph) -> None:
@@ -87,28 +89,28 @@ def _check_graph(graph: GATGraph) -> None:
     # from 0 to E without decreasing, indices lie in range (one host
     # synchronisation for all the facts). The C++ kernels check again; the
     # Triton kernels rely on this.
-    if (not graph.src.is_inference()
-            and _checked.get(graph.src) == _fingerprint(graph)):
+    if (not graph.col.is_inference()
+            and _checked.get(graph.col) == _fingerprint(graph)):
         return
     num_src, num_dst, num_edges = graph.num_src, graph.num_dst, graph.num_edges
-    if graph.ptr.dtype != torch.long or graph.ptr_t.dtype != torch.long:
-        raise TypeError(f"gat_attention: 'graph.ptr' and 'graph.ptr_t' must "
-                        f"be int64 (got {graph.ptr.dtype} and "
-                        f"{graph.ptr_t.dtype})")
-    if graph.ptr.dim() != 1 or graph.ptr_t.dim() != 1 or num_dst < 0:
-        raise ValueError("gat_attention: 'graph.ptr' and 'graph.ptr_t' must "
-                         "be non-empty 1-D pointers")
-    bounds = {'src': num_src, 'eid': num_edges, 'dst_t': num_dst,
-              'eid_t': num_edges}
+    if graph.rowptr.dtype != torch.long or graph.colptr.dtype != torch.long:
+        raise TypeError(f"gat_attention: 'graph.rowptr' and 'graph.colptr' "
+                        f"must be int64 (got {graph.rowptr.dtype} and "
+                        f"{graph.colptr.dtype})")
+    if graph.rowptr.dim() != 1 or graph.colptr.dim() != 1 or num_dst < 0:
+        raise ValueError("gat_attention: 'graph.rowptr' and 'graph.colptr' "
+                         "must be non-empty 1-D pointers")
+    bounds = {'col': num_src, 'csr_eid': num_edges, 'row': num_dst,
+              'csc_eid': num_edges}
     facts = []
-    for p in (graph.ptr, graph.ptr_t):
+    for p in (graph.rowptr, graph.colptr):
         facts += [p[0], p[-1], (p.diff() < 0).sum()]
     for name in bounds:
         t = getattr(graph, name)
         if t.numel() > 0:
             facts += [t.min().long(), t.max().long()]
     values = torch.stack(facts).tolist()
-    for k, name in enumerate(('ptr', 'ptr_t')):
+    for k, name in enumerate(('rowptr', 'colptr')):
         first, last, drops = values[3 * k:3 * k + 3]
         if first != 0 or last != num_edges or drops != 0:
             raise ValueError(
@@ -344,7 +346,7 @@ def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
            edge_score: Optional[Tensor], graph: List[Tensor], num_loops: int,
            remove_self_loops: bool, negative_slope: float, dropout: float,
            seed: Optional[Tensor],
-           need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+           return_attention_weights: bool) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Runs the ``pyg_gat_ext::gat_attention`` operator on a graph known to
     be well formed (the fields of a :class:`GATGraph` from
     :func:`group_edges`, or checked by :func:`gat_attention`), after the
@@ -364,4 +366,5 @@ def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
         a_dst.to(dtype).contiguous(), edge_score, graph[0].contiguous(),
         graph[1].contiguous(), graph[2].contiguous(), graph[3].contiguous(),
         graph[4].contiguous(), graph[5].contiguous(), num_loops,
-        remove_self_loops, negative_slope, dropout, seed, need_alpha)
+        remove_self_loops, negative_slope, dropout, seed,
+        return_attention_weights)

@@ -4,8 +4,6 @@ import torch
 from torch import Tensor
 from torch_geometric import is_compiling
 
-from pyg_gat_ext.ops._library import kernel_backend
-
 
 def segment_softmax(
     src: Tensor,
@@ -69,11 +67,11 @@ def segment_softmax(
             raise ValueError(f"segment_softmax: expected 'ptr' to be a "
                              f"non-empty 1-D integer tensor (got shape "
                              f"{list(ptr.shape)} and dtype {ptr.dtype})")
-        num_segments = ptr.numel() - 1
-        if num_nodes is not None and num_nodes != num_segments:
+        if num_nodes is not None and num_nodes != ptr.numel() - 1:
             raise ValueError(f"segment_softmax: 'ptr' has {ptr.numel()} "
-                             f"entries, that is {num_segments} segments, "
+                             f"entries, that is {ptr.numel() - 1} segments, "
                              f"but 'num_nodes' is {num_nodes}")
+        N = ptr.numel() - 1
         ptr = ptr.long()
         if not is_compiling():
             _check_ptr(ptr, num_entries)
@@ -87,8 +85,9 @@ def segment_softmax(
         raise ValueError("segment_softmax: 'perm' needs its 'ptr'")
     elif index is not None:
         if num_nodes is None:
-            num_nodes = int(index.max()) + 1 if index.numel() > 0 else 0
-        num_segments = num_nodes
+            N = int(index.max()) + 1 if index.numel() > 0 else 0
+        else:
+            N = num_nodes
     else:
         raise ValueError("segment_softmax: requires 'index' or 'ptr' to be "
                          "specified")
@@ -103,14 +102,8 @@ def segment_softmax(
                              f"entries but 'src' has {num_entries} along "
                              f"dimension {dim}")
         index = index.long()
-        if ptr is None and not torch.jit.is_scripting() and not is_compiling():
-            # The Triton kernels need a grouping: build it once here, so
-            # that the backward reuses it (the C++ kernels stream `index`).
-            if kernel_backend(src.device) == 'triton':
-                ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index,
-                                                              num_segments)
-    return torch.ops.pyg_gat_ext.segment_softmax(src, index, ptr, perm,
-                                                 num_segments, dim)
+    return torch.ops.pyg_gat_ext.segment_softmax(src, index, ptr, perm, N,
+                                                 dim)
 
 
 def _check_ptr(ptr: Tensor, num_entries: int) -> None:

@@ -15,10 +15,10 @@ import time
 import pytest
 import torch
 import torch.utils.cpp_extension
-from torch_geometric.utils import softmax as pyg_softmax
 
 import pyg_gat_ext
-from pyg_gat_ext.ops import _cpp, kernel_backend, segment_softmax
+from pyg_gat_ext.ops import _cpp, kernel_backend
+from tests.conftest import backend_or_skip
 
 CPU = torch.device('cpu')
 
@@ -46,15 +46,71 @@ def failing_build(fresh_loader):
     return fresh_loader
 
 
-def test_failed_build_falls_back_with_one_warning(failing_build):
-    src, index = torch.randn(10, 2), torch.randint(0, 3, (10, ))
-    with pytest.warns(RuntimeWarning, match='falling back to the pure-Py'
-                      'Torch reference.*c\\+\\+: command not found') as rec:
-        assert kernel_backend(CPU) == 'reference'
-        out = segment_softmax(src, index, num_nodes=3)
-        assert kernel_backend(CPU) == 'reference'
-    assert len(rec) == 1  # Warned once, the failure is remembered.
-    torch.testing.assert_close(out, pyg_softmax(src, index, num_nodes=3))
+_FALLBACK = r'''
+import warnings
+import torch
+from torch_geometric.utils import softmax
+from pyg_gat_ext.ops import kernel_backend, segment_softmax
+src, index = torch.randn(10, 2), torch.randint(0, 3, (10, ))
+with warnings.catch_warnings(record=True) as rec:
+    warnings.simplefilter('always')
+    assert kernel_backend(torch.device('cpu')) == 'reference'
+    out = segment_softmax(src, index, num_nodes=3)
+    assert kernel_backend(torch.device('cpu')) == 'reference'
+torch.testing.assert_close(out, softmax(src, index, num_nodes=3))
+dump = torch._C._dispatch_dump('pyg_gat_ext::segment_softmax')
+# The reference ran: no CPU kernel was registered.
+assert not any(l.startswith('CPU:') for l in dump.splitlines()), dump
+print(len(rec), rec[0].message)
+'''
+
+
+def test_failed_build_falls_back_with_one_warning(tmp_path):
+    # In a fresh process: once loaded, the C++ kernels stay registered.
+    env = dict(os.environ, CXX='/nonexistent/c++',
+               PYG_GAT_EXT_CACHE=str(tmp_path / 'cache'))
+    env.pop('PYG_GAT_EXT_REQUIRE_KERNELS', None)
+    child = subprocess.run([sys.executable, '-c', _FALLBACK], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    count, message = child.stdout.split(' ', 1)
+    assert count == '1'  # Warned once, the failure is remembered.
+    assert 'falling back to the pure-PyTorch reference' in message
+    assert '/nonexistent/c++' in message
+
+
+def test_backend_variable_forces_an_implementation():
+    # PYG_GAT_EXT_BACKEND=reference: the reference runs, not the kernels.
+    code = (
+        'import torch\n'
+        'from pyg_gat_ext.ops import _reference, kernel_backend\n'
+        'from pyg_gat_ext.ops import segment_softmax\n'
+        'calls = []\n'
+        'real = _reference.segment_softmax\n'
+        '_reference.segment_softmax = lambda *a: calls.append(1) or real(*a)\n'
+        'segment_softmax(torch.randn(6), torch.tensor([0, 0, 1, 1, 2, 2]))\n'
+        "print(kernel_backend(torch.device('cpu')), len(calls))\n")
+    env = dict(os.environ, PYG_GAT_EXT_BACKEND='reference')
+    child = subprocess.run([sys.executable, '-c', code], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == ['reference', '1']
+    env['PYG_GAT_EXT_BACKEND'] = 'fast'
+    child = subprocess.run([sys.executable, '-c', code], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert "PYG_GAT_EXT_BACKEND must be one of" in child.stderr
+
+
+def test_cpu_kernels_are_registered_from_the_cpp_library():
+    # The dispatcher itself routes CPU calls to the C++ file's kernels.
+    backend_or_skip('cpp', CPU)
+    from pyg_gat_ext.ops._library import SCHEMAS
+    for name in SCHEMAS:
+        dump = torch._C._dispatch_dump(f'pyg_gat_ext::{name}')
+        cpu = [line for line in dump.splitlines() if line.startswith('CPU:')]
+        assert len(cpu) == 1 and 'csrc/library.cpp' in cpu[0], dump
+        assert 'CompositeExplicitAutograd[alias]: registered at' in dump
+        assert '_library.py' in dump  # The schema and the reference.
 
 
 def test_failed_build_is_an_error_when_kernels_are_required(failing_build):
@@ -185,7 +241,8 @@ import torch
 from pyg_gat_ext.ops import _cpp
 assert _cpp.CSRC.startswith(__import__('os').getcwd()), _cpp.CSRC
 print(_cpp.load(), _cpp.cache_dir())
-print(torch.ops.pyg_gat_ext_cpu.segment_csr(torch.tensor([1, 0, 1]), 2))
+print(torch.ops.pyg_gat_ext.segment_csr(torch.tensor([1, 0, 1]), 2))
+print(torch._C._dispatch_dump('pyg_gat_ext::segment_csr'))
 '''
 
 START = 'compiling the C++ CPU kernels'
@@ -279,5 +336,5 @@ def test_another_install_of_the_same_sources_loads_the_build(
     out, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     assert out.splitlines()[0] == r['out'].splitlines()[0]  # Same folder.
-    assert 'tensor([0, 1, 3])' in out
+    assert 'tensor([0, 1, 3])' in out and 'csrc/library.cpp' in out
     assert 'pyg_gat_ext:' not in err  # Neither built nor waited.

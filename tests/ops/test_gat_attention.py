@@ -239,13 +239,13 @@ def test_graph_cache_reuses_rebuilds_and_forgets():
     assert cache.get(edge_index, 10, 10, 'source_to_target') is graph
     assert cache.get(edge_index, 10, 12, 'source_to_target') is not graph
     flipped = cache.get(edge_index, 10, 10, 'target_to_source')
-    assert torch.equal(flipped.src.sort().values,
+    assert torch.equal(flipped.col.sort().values,
                        edge_index[1].sort().values.int())
     edge_index[0, 0] = (edge_index[0, 0] + 1) % 10  # In place: rebuilt.
     rebuilt = cache.get(edge_index, 10, 10, 'source_to_target')
     assert rebuilt is not graph
-    assert torch.equal(rebuilt.ptr_t, gat_graph(edge_index[0], edge_index[1],
-                                                10, 10).ptr_t)
+    assert torch.equal(rebuilt.colptr, gat_graph(edge_index[0], edge_index[1],
+                                                10, 10).colptr)
     # A stream of graphs, as from a loader: bounded, and a dead graph's
     # entry goes with it.
     for seed in range(10):
@@ -298,10 +298,11 @@ def test_bad_input():
         gat_attention(x, a_src, a_dst, graph, num_loops=6)
     with pytest.raises(ValueError, match="'dropout'"):
         gat_attention(x, a_src, a_dst, graph, dropout=1.5)
-    with pytest.raises(TypeError, match="'graph.src'"):
-        gat_attention(x, a_src, a_dst, graph._replace(src=graph.src.float()))
+    with pytest.raises(TypeError, match="'graph.col'"):
+        gat_attention(x, a_src, a_dst, graph._replace(col=graph.col.float()))
     with pytest.raises(ValueError, match='differ in length'):
-        gat_attention(x, a_src, a_dst, graph._replace(eid=graph.eid[:-1]))
+        gat_attention(x, a_src, a_dst,
+                      graph._replace(csr_eid=graph.csr_eid[:-1]))
 
 
 def corrupt_graphs(graph, num_src, num_dst):
@@ -314,16 +315,18 @@ def corrupt_graphs(graph, num_src, num_dst):
 
     E = graph.num_edges
     return [
-        (edit('src', 3, num_src), IndexError, "'graph.src' holds"),
-        (edit('src', 0, -1), IndexError, "'graph.src' holds"),
-        (edit('eid', 5, E), IndexError, "'graph.eid' holds"),
-        (edit('dst_t', 1, num_dst), IndexError, "'graph.dst_t' holds"),
-        (edit('eid_t', 2, -7), IndexError, "'graph.eid_t' holds"),
-        (edit('ptr', 2, graph.ptr[3] + 1), ValueError, 'never decrease'),
-        (edit('ptr', 0, 1), ValueError, "'graph.ptr' must start at 0"),
-        (edit('ptr_t', -1, E - 1), ValueError, "'graph.ptr_t' must start"),
-        (graph._replace(ptr=graph.ptr.int()), TypeError, 'must be int64'),
-        (edit('ptr', -1, E + 1), ValueError, 'end at the number of edges'),
+        (edit('col', 3, num_src), IndexError, "'graph.col' holds"),
+        (edit('col', 0, -1), IndexError, "'graph.col' holds"),
+        (edit('csr_eid', 5, E), IndexError, "'graph.csr_eid' holds"),
+        (edit('row', 1, num_dst), IndexError, "'graph.row' holds"),
+        (edit('csc_eid', 2, -7), IndexError, "'graph.csc_eid' holds"),
+        (edit('rowptr', 2, graph.rowptr[3] + 1), ValueError, 'never decrease'),
+        (edit('rowptr', 0, 1), ValueError, "'graph.rowptr' must start at 0"),
+        (edit('colptr', -1, E - 1), ValueError, "'graph.colptr' must start"),
+        (graph._replace(rowptr=graph.rowptr.int()), TypeError,
+         'must be int64'),
+        (edit('rowptr', -1, E + 1), ValueError,
+         'end at the number of edges'),
     ]
 
 
@@ -340,8 +343,8 @@ def test_malformed_graph_is_rejected_before_any_kernel(backend, device):
         # A checked graph modified in place afterwards is checked again.
         ok = GATGraph(*[t.clone() for t in graph])
         gat_attention(x, a_src, a_dst, ok)
-        ok.src[4] = 6
-        with pytest.raises(IndexError, match="'graph.src' holds"):
+        ok.col[4] = 6
+        with pytest.raises(IndexError, match="'graph.col' holds"):
             gat_attention(x, a_src, a_dst, ok)
 
 
@@ -378,7 +381,7 @@ def test_cpp_offsets_beyond_32_bits():
     src = used[torch.tensor([4, 3, 2, 0, 4, 1, 3, 4])]
     dst = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3])
     graph = gat_graph(src, dst, num_src, num_dst)
-    assert graph.src.dtype == torch.int32
+    assert graph.col.dtype == torch.int32
     assert int(src.max()) * C >= 2**31
     with use_backend('cpp'):
         res = gat_attention(x, a_src, a_dst, graph,

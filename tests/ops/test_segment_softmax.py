@@ -167,8 +167,9 @@ def test_kernels_match_reference(dtype, backend, device):
     ptr, perm = _csr(index, 30)
     forms = [(index, None, None), (None, ptr, perm), (index, ptr, perm)]
     with use_backend('reference'):
-        out = _reference.segment_softmax(src, index, 30, 0)
-        grad_src = _reference.segment_softmax_backward(out, grad, index, 30, 0)
+        out = _reference.segment_softmax(src, index, None, None, 30, 0)
+        grad_src = _reference.segment_softmax_backward(out, grad, index, None,
+                                                       None, 30, 0)
     for idx, p, q in forms:
         torch.testing.assert_close(
             torch.ops.pyg_gat_ext.segment_softmax(src, idx, p, q, 30, 0), out,

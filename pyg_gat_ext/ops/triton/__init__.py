@@ -1,15 +1,18 @@
 r"""Triton (CUDA) kernels. Imported only when ``triton`` is installed, on the
-first launch; under ``TRITON_INTERPRET=1`` they also run on CPU tensors."""
+first launch; under ``TRITON_INTERPRET=1`` they also run on CPU tensors.
+Each launcher takes the arguments of its op's schema
+(:data:`pyg_gat_ext.ops._library.SCHEMAS`)."""
 from pyg_gat_ext.ops.triton.gat_attention import (
     gat_attention,
     gat_attention_backward,
 )
 from pyg_gat_ext.ops.triton.segment_softmax import (
+    segment_csr,
     segment_softmax,
     segment_softmax_backward,
 )
 
 __all__ = [
-    'segment_softmax', 'segment_softmax_backward', 'gat_attention',
-    'gat_attention_backward'
+    'segment_csr', 'segment_softmax', 'segment_softmax_backward',
+    'gat_attention', 'gat_attention_backward'
 ]

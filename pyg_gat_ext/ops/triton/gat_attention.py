@@ -1,8 +1,9 @@
 r"""Triton kernels of the fused GAT attention, forward and backward.
 
-The graph comes grouped by target (CSR: :obj:`ptr`, :obj:`src`, :obj:`eid`)
-and by source (CSC: :obj:`ptr_t`, :obj:`dst_t`, :obj:`eid_t`); see
-:mod:`pyg_gat_ext.ops.attention`. Node :obj:`i < num_loops` has one more,
+The graph comes grouped by target (CSR: :obj:`rowptr`, :obj:`col`,
+:obj:`csr_eid`) and by source (CSC: :obj:`colptr`, :obj:`row`,
+:obj:`csc_eid`); see :mod:`pyg_gat_ext.ops._library`. The launchers take the
+op schemas' arguments. Node :obj:`i < num_loops` has one more,
 implicit self-loop with edge id :obj:`E + i`, walked as the virtual position
 just past its last edge. Every program owns one node and loops over its
 edges in blocks of :obj:`BLOCK_E`, gathering :obj:`[BLOCK_E, H, C]` tiles of
@@ -18,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyg_gat_ext.ops._reference import dropout_threshold
+from pyg_gat_ext.ops._reference import dropout_threshold, seed_words
 
 _M32 = 0xFFFFFFFF
 
@@ -47,11 +48,11 @@ def _dropout(ids, heads, k0, k1, threshold, scale):
 
 @triton.jit
 def _edges(nbr_ptr, eid_ptr, node, pos, hi, end, num_edges,
-           SKIP: tl.constexpr):
+           REMOVE_SELF_LOOPS: tl.constexpr):
     # The neighbours and edge ids of a block of positions of `node` (the
     # position `hi` is its implicit self-loop when `end > hi`), whether
-    # each position exists and whether it counts (SKIP leaves out explicit
-    # self-loops).
+    # each position exists and whether it counts (REMOVE_SELF_LOOPS leaves
+    # out explicit self-loops).
     exists = pos < end
     real = pos < hi
     nbr = tl.load(nbr_ptr + pos, mask=real, other=0).to(tl.int64)
@@ -59,7 +60,7 @@ def _edges(nbr_ptr, eid_ptr, node, pos, hi, end, num_edges,
     nbr = tl.where(real, nbr, node)
     ids = tl.where(real, ids, num_edges + node)
     counts = exists
-    if SKIP:
+    if REMOVE_SELF_LOOPS:
         counts = counts & ((nbr != node) | (pos >= hi))
     return nbr, ids, exists, counts
 
@@ -106,14 +107,14 @@ def _program(ptr_ptr, param_ptr, num_loops, H, C, ACC: tl.constexpr,
 def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
              out_ptr, lse_ptr, alpha_ptr, param_ptr, num_edges, num_loops,
              k0, k1, threshold, H, C, HAS_EDGE: tl.constexpr,
-             SKIP: tl.constexpr, DROPOUT: tl.constexpr,
-             NEED_ALPHA: tl.constexpr, ACC: tl.constexpr,
+             REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
+             RETURN_ATTENTION_WEIGHTS: tl.constexpr, ACC: tl.constexpr,
              BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
              BLOCK_C: tl.constexpr):
     r"""Grid :obj:`(N_dst,)`: program :obj:`i` computes the log-sum-exp of
     the scores of target :obj:`i`'s edges per head (first walk, online), then
     :obj:`out[i] = sum_j alpha_ji * dropout * x_j` (second walk), and the
-    weights by edge id if :obj:`NEED_ALPHA`."""
+    weights by edge id if :obj:`RETURN_ATTENTION_WEIGHTS`."""
     (i, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
      dst) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
                      BLOCK_H, BLOCK_C)
@@ -123,7 +124,7 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
     for start in range(lo, end, BLOCK_E):
         pos = start + tl.arange(0, BLOCK_E)
         src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
-                                          num_edges, SKIP)
+                                          num_edges, REMOVE_SELF_LOOPS)
         _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
         e = tl.where(counts[:, None], e, float('-inf'))
@@ -139,14 +140,14 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
     for start in range(lo, end, BLOCK_E):
         pos = start + tl.arange(0, BLOCK_E)
         src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
-                                          num_edges, SKIP)
+                                          num_edges, REMOVE_SELF_LOOPS)
         _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
         w = tl.exp(e - lse[None, :])
         if DROPOUT:
             w = w * _dropout(ids, heads, k0, k1, threshold, scale)
         w = tl.where(counts[:, None], w, 0.0)
-        if NEED_ALPHA:
+        if RETURN_ATTENTION_WEIGHTS:
             tl.store(alpha_ptr + ids[:, None] * H + heads[None, :],
                      w.to(alpha_ptr.dtype.element_ty),
                      mask=exists[:, None] & hmask[None, :])
@@ -163,7 +164,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
                  ptr_ptr, src_ptr, eid_ptr, dz_ptr, gdst_ptr, param_ptr,
                  num_edges, num_loops, k0, k1, threshold, H, C,
                  HAS_EDGE: tl.constexpr, HAS_GA: tl.constexpr,
-                 SKIP: tl.constexpr, DROPOUT: tl.constexpr,
+                 REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
                  ACC: tl.constexpr, BLOCK_E: tl.constexpr,
                  BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
     r"""Grid :obj:`(N_dst,)`: program :obj:`i` stores, for each edge of
@@ -181,7 +182,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
     for start in range(lo, end, BLOCK_E):
         pos = start + tl.arange(0, BLOCK_E)
         src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
-                                          num_edges, SKIP)
+                                          num_edges, REMOVE_SELF_LOOPS)
         _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
         a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
@@ -204,7 +205,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
     for start in range(lo, end, BLOCK_E):
         pos = start + tl.arange(0, BLOCK_E)
         src, ids, exists, counts = _edges(src_ptr, eid_ptr, i, pos, hi, end,
-                                          num_edges, SKIP)
+                                          num_edges, REMOVE_SELF_LOOPS)
         z, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
         a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
@@ -222,7 +223,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
 def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
                  eid_ptr, dz_ptr, gx_ptr, gsrc_ptr, param_ptr, num_edges,
                  num_loops, k0, k1, threshold, H, C,
-                 HAS_EDGE: tl.constexpr, SKIP: tl.constexpr,
+                 HAS_EDGE: tl.constexpr, REMOVE_SELF_LOOPS: tl.constexpr,
                  DROPOUT: tl.constexpr, ACC: tl.constexpr,
                  BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
                  BLOCK_C: tl.constexpr):
@@ -239,7 +240,7 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
     for start in range(lo, end, BLOCK_E):
         pos = start + tl.arange(0, BLOCK_E)
         dst, ids, exists, counts = _edges(dst_ptr, eid_ptr, j, pos, hi, end,
-                                          num_edges, SKIP)
+                                          num_edges, REMOVE_SELF_LOOPS)
         offs = ids[:, None] * H + heads[None, :]
         cmask = counts[:, None] & hmask[None, :]
         gs += tl.sum(tl.load(dz_ptr + offs, mask=cmask, other=0.0), axis=0)
@@ -280,41 +281,44 @@ def _config(x: Tensor, dropout: float, negative_slope: float):
 
 
 def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
-                  edge_score: Optional[Tensor], ptr: Tensor, src: Tensor,
-                  eid: Tensor, ptr_t: Tensor, dst_t: Tensor, eid_t: Tensor,
-                  num_loops: int, skip_self_loops: bool,
+                  edge_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                  csr_eid: Tensor, colptr: Tensor, row: Tensor,
+                  csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
                   negative_slope: float, dropout: float,
-                  seed: Tuple[int, int],
-                  need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                  seed: Optional[Tensor], return_attention_weights: bool
+                  ) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Launches :func:`_gat_fwd`: returns :obj:`(out, lse, alpha)`."""
-    num_dst, heads, num_edges = ptr.numel() - 1, x.size(1), src.numel()
+    num_dst, heads, num_edges = rowptr.numel() - 1, x.size(1), col.numel()
+    k0, k1 = seed_words(seed)
     meta, params, acc = _config(x, dropout, negative_slope)
     out = x.new_empty(num_dst, heads, x.size(2))
     lse = x.new_empty(num_dst, heads, dtype=acc)
-    alpha = x.new_empty(num_edges + num_loops if need_alpha else 0, heads)
+    alpha = x.new_empty(
+        num_edges + num_loops if return_attention_weights else 0, heads)
     if num_dst > 0:
         es = edge_score if edge_score is not None else a_src
         _gat_fwd[(num_dst, )](
-            x, a_src, a_dst, es, ptr, src, eid, out, lse, alpha, params,
-            num_edges, num_loops, seed[0], seed[1],
-            dropout_threshold(dropout), HAS_EDGE=edge_score is not None,
-            SKIP=skip_self_loops, DROPOUT=dropout > 0.0,
-            NEED_ALPHA=need_alpha, **meta)
+            x, a_src, a_dst, es, rowptr, col, csr_eid, out, lse, alpha,
+            params, num_edges, num_loops, k0, k1, dropout_threshold(dropout),
+            HAS_EDGE=edge_score is not None,
+            REMOVE_SELF_LOOPS=remove_self_loops, DROPOUT=dropout > 0.0,
+            RETURN_ATTENTION_WEIGHTS=return_attention_weights, **meta)
     return out, lse, alpha
 
 
 def gat_attention_backward(
         grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
         a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
-        lse: Tensor, ptr: Tensor, src: Tensor, eid: Tensor, ptr_t: Tensor,
-        dst_t: Tensor, eid_t: Tensor, num_loops: int, skip_self_loops: bool,
-        negative_slope: float, dropout: float, seed: Tuple[int, int]
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        lse: Tensor, rowptr: Tensor, col: Tensor, csr_eid: Tensor,
+        colptr: Tensor, row: Tensor, csc_eid: Tensor, num_loops: int,
+        remove_self_loops: bool, negative_slope: float, dropout: float,
+        seed: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src`: returns the
     gradients of :obj:`x`, :obj:`a_src`, :obj:`a_dst` and
     :obj:`edge_score`."""
     num_src, heads = x.size(0), x.size(1)
-    num_dst, num_edges = ptr.numel() - 1, src.numel()
+    num_dst, num_edges = rowptr.numel() - 1, col.numel()
+    k0, k1 = seed_words(seed)
     meta, params, acc = _config(x, dropout, negative_slope)
     grad_out = grad_out.to(x.dtype).contiguous()
     has_ga = grad_alpha is not None and grad_alpha.numel() > 0
@@ -323,19 +327,20 @@ def gat_attention_backward(
     grad_dst = x.new_empty(num_dst, heads, dtype=acc)
     grad_src = x.new_empty(num_src, heads, dtype=acc)
     grad_x = torch.empty_like(x)
-    common = dict(HAS_EDGE=edge_score is not None, SKIP=skip_self_loops,
+    common = dict(HAS_EDGE=edge_score is not None,
+                  REMOVE_SELF_LOOPS=remove_self_loops,
                   DROPOUT=dropout > 0.0, **meta)
     threshold = dropout_threshold(dropout)
     if num_dst > 0:
         _gat_bwd_dst[(num_dst, )](
             grad_out, grad_alpha.contiguous() if has_ga else dz, x, a_src,
-            a_dst, es, lse, ptr, src, eid, dz, grad_dst, params, num_edges,
-            num_loops, seed[0], seed[1], threshold, HAS_GA=has_ga, **common)
+            a_dst, es, lse, rowptr, col, csr_eid, dz, grad_dst, params,
+            num_edges, num_loops, k0, k1, threshold, HAS_GA=has_ga, **common)
     if num_src > 0:
         _gat_bwd_src[(num_src, )](
-            grad_out, a_src, a_dst, es, lse, ptr_t, dst_t, eid_t, dz, grad_x,
-            grad_src, params, num_edges, num_loops, seed[0], seed[1],
-            threshold, **common)
+            grad_out, a_src, a_dst, es, lse, colptr, row, csc_eid, dz, grad_x,
+            grad_src, params, num_edges, num_loops, k0, k1, threshold,
+            **common)
     grad_edge = (dz.to(x.dtype) if edge_score is not None else x.new_empty(
         0, heads))
     return grad_x, grad_src.to(x.dtype), grad_dst.to(x.dtype), grad_edge

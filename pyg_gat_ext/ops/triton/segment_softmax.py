@@ -7,14 +7,16 @@ is reduced by one program, so results are deterministic. Half and bfloat16
 inputs are computed in float32, float64 inputs in float64.
 """
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-EPS = 1e-16  # As torch_geometric.utils.softmax.
+from pyg_gat_ext.ops import _reference
+
+EPS = tl.constexpr(_reference.EPS)
 
 
 @triton.jit
@@ -155,14 +157,35 @@ def _launch(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
     return result
 
 
-def segment_softmax(src: Tensor, ptr: Tensor, perm: Optional[Tensor],
-                    dim: int) -> Tensor:
+def _grouping(index: Optional[Tensor], ptr: Optional[Tensor],
+              perm: Optional[Tensor],
+              num_nodes: int) -> Tuple[Tensor, Optional[Tensor]]:
+    # The kernels walk segments: group an `index` first (a counting sort).
+    if ptr is not None:
+        return ptr.contiguous(), None if perm is None else perm.contiguous()
+    assert index is not None
+    return torch.ops.pyg_gat_ext.segment_csr(index, num_nodes)
+
+
+def segment_softmax(src: Tensor, index: Optional[Tensor],
+                    ptr: Optional[Tensor], perm: Optional[Tensor],
+                    num_nodes: int, dim: int) -> Tensor:
     r"""Launches :func:`_segment_softmax_fwd` (see there for the grid)."""
+    ptr, perm = _grouping(index, ptr, perm, num_nodes)
     return _launch(_segment_softmax_fwd, [src.contiguous()], ptr, perm, dim)
 
 
-def segment_softmax_backward(out: Tensor, grad_out: Tensor, ptr: Tensor,
-                             perm: Optional[Tensor], dim: int) -> Tensor:
+def segment_softmax_backward(out: Tensor, grad_out: Tensor,
+                             index: Optional[Tensor], ptr: Optional[Tensor],
+                             perm: Optional[Tensor], num_nodes: int,
+                             dim: int) -> Tensor:
     r"""Launches :func:`_segment_softmax_bwd` (see there for the grid)."""
+    ptr, perm = _grouping(index, ptr, perm, num_nodes)
     tensors = [out.contiguous(), grad_out.to(out.dtype).contiguous()]
     return _launch(_segment_softmax_bwd, tensors, ptr, perm, dim)
+
+
+def segment_csr(index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    r"""The grouping of :obj:`index` (see
+    :func:`pyg_gat_ext.ops._reference.segment_csr`, which runs on CUDA)."""
+    return _reference.segment_csr(index, num_nodes)
