@@ -38,6 +38,13 @@ def test_notebook_runs_top_to_bottom(planetoid_root, monkeypatch):
     monkeypatch.delenv('MPLBACKEND', raising=False)
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # Every cell runs as committed, but training for 20 epochs instead of
+    # 200: the accuracy is not what this test checks (examples/cora.py's
+    # test and the paper reproduction in docs do), every code path is.
+    setting = [c for c in nb.cells if 'EPOCHS = 200\n' in c.source]
+    assert len(setting) == 1
+    setting[0].source = setting[0].source.replace('EPOCHS = 200\n',
+                                                  'EPOCHS = 20\n')
     client = nbclient.NotebookClient(
         nb, kernel_name='python3', timeout=600,
         resources={'metadata': {'path': EXAMPLES}})

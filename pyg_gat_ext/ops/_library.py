@@ -39,6 +39,7 @@ from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyg_gat_ext.ops import _cpp, _reference
@@ -267,6 +268,11 @@ torch.library.register_autograd('pyg_gat_ext::gat_attention',
 # The test override ##########################################################
 
 
+def _is_wrapper(arg) -> bool:
+    return (isinstance(arg, Tensor) and type(arg).__torch_dispatch__
+            is not Tensor.__torch_dispatch__)
+
+
 class _Override(TorchDispatchMode):
     # Sends every `pyg_gat_ext` op to the implementation `backend` names.
     def __init__(self, backend: str):
@@ -275,8 +281,15 @@ class _Override(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        first = _first_tensor(args)
+        if any(isinstance(a, FakeTensor) for a in args) or (
+                first is not None and first.device.type == 'meta'):
+            return func(*args, **kwargs)  # Shapes only: the fake kernel.
+        if any(_is_wrapper(a) for a in args):
+            # A tensor subclass (e.g. PyG's EdgeIndex) unwraps itself first
+            # and calls the op again with plain tensors.
+            return NotImplemented
         if func.namespace == 'pyg_gat_ext':
-            first = _first_tensor(args)
             device = first.device if first is not None else torch.device(
                 'cpu')
             backend = kernel_backend(device)
@@ -302,7 +315,9 @@ def use_backend(name: str) -> Iterator[None]:
     CPU under ``TRITON_INTERPRET=1``) or ``'auto'`` (the dispatcher's
     choice: the kernel of each device where it is available, else the
     reference). For tests and benchmarks: it intercepts the ops in this
-    thread with a dispatch mode, which costs a Python call per op."""
+    thread with a dispatch mode, which costs a Python call per op; fake
+    and meta tensors (``torch.compile``, ``opcheck``) pass through it to
+    the fake kernels."""
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} (got '{name}')")
     _forced.append(name)
@@ -347,7 +362,7 @@ def kernel_backend(device: torch.device) -> str:
     return 'reference'
 
 
-def _force_from_environment() -> contextlib.AbstractContextManager:
+def _force_from_environment() -> Optional[_Override]:
     # PYG_GAT_EXT_BACKEND forces an implementation for the whole process
     # (in the thread that imports pyg_gat_ext, and the autograd threads it
     # starts, which inherit its dispatch modes).
@@ -355,7 +370,10 @@ def _force_from_environment() -> contextlib.AbstractContextManager:
     if name not in BACKENDS:
         raise ValueError(f'PYG_GAT_EXT_BACKEND must be one of {BACKENDS} '
                          f"(got '{name}')")
-    override = use_backend(name)
+    if name == 'auto':
+        return None
+    _forced.append(name)
+    override = _Override(name)
     override.__enter__()
     return override  # Held for the life of the process.
 

@@ -9,7 +9,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
-from torch_geometric import is_compiling
+from torch_geometric import EdgeIndex, is_compiling
 
 
 class GATGraph(NamedTuple):
@@ -156,7 +156,9 @@ class _GraphCache:
         # described by its plain data.
         key = id(edge_index)
         plain = edge_index
-        if type(plain) is not Tensor:
+        if isinstance(plain, EdgeIndex):
+            plain = plain.as_tensor()  # Its data, not its wrapper.
+        elif type(plain) is not Tensor:
             plain = plain.as_subclass(Tensor)
         j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
         if plain.is_inference():

@@ -2,7 +2,14 @@ r"""Parity of :class:`pyg_gat_ext.GATConv` with
 :class:`torch_geometric.nn.GATConv`: shared weights through
 :meth:`load_state_dict`, then outputs, attention weights (and their edge
 order) and every gradient compared, over constructor options, input forms
-and graphs."""
+and graphs.
+
+Each behaviour is tested once where it lives: the options and input forms
+on both paths of the layer (the fused kernel and the `MessagePassing`
+hooks) with the default kernels of the device; every implementation of the
+ops (reference, C++, Triton) on a few representative configurations
+(:func:`test_every_backend`). Each kernel is compared with the reference on
+graphs that reach its branches in ``tests/ops``."""
 import itertools
 import random
 
@@ -25,19 +32,11 @@ from tests.helpers import (
 DTYPES = [torch.float32, torch.float64]
 
 
-@pytest.fixture(autouse=True)
-def _every_backend_and_path(backend, path):
-    r"""Every parity test runs on each implementation of the ops
-    (reference, C++ and Triton, interpreted on CPU without a GPU) and on
-    both paths of the layer: the fused kernel (forced, so a case it cannot
-    serve fails) and the `MessagePassing` hooks."""
-    yield
-
-
-def make_layers(in_channels, out_channels, dtype, device, seed=0, **kwargs):
+def make_layers(in_channels, out_channels, dtype, device, seed=0,
+                fused=None, **kwargs):
     torch.manual_seed(seed)
     ref = pyg_nn.GATConv(in_channels, out_channels, **kwargs)
-    ours = GATConv(in_channels, out_channels, **kwargs)
+    ours = GATConv(in_channels, out_channels, fused=fused, **kwargs)
     ours.load_state_dict(ref.state_dict())  # strict
     return ref.to(device, dtype), ours.to(device, dtype)
 
@@ -150,14 +149,15 @@ def check_parity(ref, ours, x, adj, edge_attr, num_src, num_dst, tol,
                        grads(ours, inputs, out, alpha), tol)
 
 
-@pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('edge_dim', [None, 3])
 @pytest.mark.parametrize('add_self_loops', [True, False])
 @pytest.mark.parametrize('bipartite', [False, True])
 @pytest.mark.parametrize('graph', GRAPHS)
 @pytest.mark.parametrize('form', FORMS)
-def test_input_forms(form, graph, bipartite, add_self_loops, edge_dim, dtype,
-                     device):
+def test_input_forms(form, graph, bipartite, add_self_loops, edge_dim, path,
+                     device, dtype=torch.float64):
+    # Float64 so that any mistake shows above rounding; float32 (and half
+    # precision) in test_every_backend, the fuzz and the property tests.
     if form == 'sparse_tensor' and not WITH_TORCH_SPARSE:
         pytest.skip("'torch-sparse' is not installed")
     num_src, num_dst = (6, 4) if bipartite else (6, 6)
@@ -186,15 +186,24 @@ EDGE_OPTIONS = [(None, 'mean')] + [(edge_dim, fill_value)
                                    for fill_value in FILL_VALUES]
 
 
-@pytest.mark.parametrize('dtype', DTYPES)
-@pytest.mark.parametrize('bipartite', [False, True])
-@pytest.mark.parametrize('edge_dim,fill_value', EDGE_OPTIONS)
-@pytest.mark.parametrize('residual', [False, True])
-@pytest.mark.parametrize('bias', [True, False])
-@pytest.mark.parametrize('concat', [True, False])
-@pytest.mark.parametrize('heads', [1, 3])
+#: Every combination of heads, concat, bias and residual, and every edge
+#: option with both bipartite choices, each at least once: case `k` takes
+#: combination `k % 16`, edge option `k % 15` and bipartite `k % 2` (over 30
+#: consecutive cases every (edge option, bipartite) pair occurs, as 15 and 2
+#: are coprime), rather than the 960 cases of their product.
+LAYER_OPTIONS = list(
+    itertools.product([1, 3], [True, False], [True, False], [False, True]))
+OPTION_CASES = [
+    LAYER_OPTIONS[k % 16] + EDGE_OPTIONS[k % 15] + (k % 2 == 1, )
+    for k in range(32)
+]
+
+
+@pytest.mark.parametrize(
+    'heads,concat,bias,residual,edge_dim,fill_value,bipartite', OPTION_CASES)
 def test_constructor_options(heads, concat, bias, residual, edge_dim,
-                             fill_value, bipartite, dtype, device):
+                             fill_value, bipartite, path, device,
+                             dtype=torch.float64):
     if fill_value == 'tensor':
         fill_value = torch.arange(edge_dim, dtype=dtype) / 3.0
     num_src, num_dst = (7, 5) if bipartite else (7, 7)
@@ -218,7 +227,7 @@ def test_constructor_options(heads, concat, bias, residual, edge_dim,
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('fill_value', ['mean', 'add', 'max'])
 @pytest.mark.parametrize('form', ['tensor', 'coo', 'csr', 'sparse_tensor'])
-def test_bipartite_more_targets_than_sources(form, fill_value, dtype, device):
+def test_bipartite_more_targets_than_sources(form, fill_value, dtype, path, device):
     r"""PyG raises an index error here; ours reduces the features of each
     self-loop node's incoming edges, as for any other graph. The expected
     result is built with PyG's own utilities: self-loops added by hand with
@@ -253,7 +262,7 @@ def test_bipartite_more_targets_than_sources(form, fill_value, dtype, device):
             x, edge_index.to(device), edge_attr.to(device))
 
 
-def test_source_only_input(device):
+def test_source_only_input(path, device):
     # `(x_src, None)` with an explicit size, the form of sampled blocks.
     ref, ours = make_layers((5, 7), 4, torch.float64, device, heads=2)
     x_src = torch.randn(6, 5, dtype=torch.float64, device=device)
@@ -264,7 +273,7 @@ def test_source_only_input(device):
 
 
 @pytest.mark.parametrize('form', ['coo', 'csr', 'csc', 'sparse_tensor'])
-def test_source_only_input_with_sparse_adjacency(form, device):
+def test_source_only_input_with_sparse_adjacency(form, path, device):
     # `(x_src, None)` with a transposed adjacency and no `size` (PyG's own
     # test): the adjacency's rows are the targets, 2 of them here, and only
     # two self-loops are added (four corrupted the heap before).
@@ -284,7 +293,7 @@ def test_source_only_input_with_sparse_adjacency(form, device):
                      TOL[torch.float64])
 
 
-def test_coo_adjacency_is_not_modified(device):
+def test_coo_adjacency_is_not_modified(path, device):
     # The layer reads a COO adjacency without marking it coalesced in place:
     # the version of its indices is unchanged, so a backward through an
     # earlier call on it (here PyG's) still works.
@@ -299,7 +308,7 @@ def test_coo_adjacency_is_not_modified(device):
     ref_out.sum().backward()
 
 
-def test_sparse_tensor_weights_are_not_edge_features(device):
+def test_sparse_tensor_weights_are_not_edge_features(path, device):
     # 1-D `SparseTensor` values are edge weights, which GAT ignores, as
     # PyG's message passing treats them, also with `edge_dim=1`.
     if not WITH_TORCH_SPARSE:
@@ -316,7 +325,7 @@ def test_sparse_tensor_weights_are_not_edge_features(device):
 
 
 @pytest.mark.parametrize('form', ['tensor', 'edge_index'])
-def test_target_to_source_flow(form, device):
+def test_target_to_source_flow(form, path, device):
     ref, ours = make_layers(5, 4, torch.float64, device, heads=2,
                             flow='target_to_source')
     x = make_inputs(False, 6, 6, torch.float64, device)
@@ -325,7 +334,7 @@ def test_target_to_source_flow(form, device):
                  TOL[torch.float64])
 
 
-def test_return_attention_weights_false_returns_output_only(device):
+def test_return_attention_weights_false_returns_output_only(path, device):
     ref, ours = make_layers(5, 4, torch.float32, device)
     x = make_inputs(False, 6, 6, torch.float32, device)
     edge_index = make_graph('random', 6, 6).to(device)
@@ -335,7 +344,7 @@ def test_return_attention_weights_false_returns_output_only(device):
     torch.testing.assert_close(out, ref_out)
 
 
-def test_torch_sparse_explicit_edge_attr(device):
+def test_torch_sparse_explicit_edge_attr(path, device):
     r"""A `torch.sparse` adjacency with explicit `edge_attr` (rows in the
     order of its values): PyG asserts, ours matches the plain form."""
     ref, ours = make_layers(5, 4, torch.float64, device, heads=2, edge_dim=3)
@@ -350,13 +359,13 @@ def test_torch_sparse_explicit_edge_attr(device):
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
-def test_attention_dropout_matches_under_seed(dtype, device, path):
+def test_attention_dropout_matches_under_seed(dtype, device):
     # The same random stream is consumed in the same order as PyG's, so
-    # training with attention dropout is reproducible across the swap.
-    if path == 'fused':
-        pytest.skip('the fused kernel draws its own dropout mask (tested in '
-                    'test_gat_conv_fused.py)')
-    ref, ours = make_layers(5, 4, dtype, device, heads=2, dropout=0.5)
+    # training with attention dropout is reproducible across the swap, on
+    # the `MessagePassing` path (the fused kernel draws its own mask from
+    # the seed, tested in tests/ops/test_gat_attention.py).
+    ref, ours = make_layers(5, 4, dtype, device, heads=2, dropout=0.5,
+                            fused=False)
     x = make_inputs(False, 6, 6, dtype, device)
     edge_index = make_graph('duplicates', 6, 6).to(device)
     torch.manual_seed(7)
@@ -370,7 +379,7 @@ def test_attention_dropout_matches_under_seed(dtype, device, path):
 
 
 @pytest.mark.parametrize('bipartite', [False, True])
-def test_lazy_initialization(bipartite, device):
+def test_lazy_initialization(bipartite, path, device):
     in_channels = (-1, -1) if bipartite else -1
     x = make_inputs(bipartite, 6, 4 if bipartite else 6, torch.float32,
                     device)
@@ -428,8 +437,44 @@ def _random_case(rng):
     return bipartite, cfg, num_src, num_dst, form, graph
 
 
+#: A few configurations that together reach every part of the layer, run on
+#: every implementation of the ops: (form, graph, bipartite, options).
+REPRESENTATIVE = [
+    ('edge_index', 'duplicates', False, dict(heads=2)),
+    ('tensor', 'self_loops', True,
+     dict(heads=3, edge_dim=2, fill_value='add', residual=True)),
+    ('csr', 'isolated', False,
+     dict(heads=1, concat=False, add_self_loops=False, bias=False)),
+    ('sparse_tensor', 'random', False, dict(heads=2, negative_slope=0.5)),
+    ('edge_index_sorted', 'empty', True, dict(heads=2, edge_dim=1)),
+]
+
+
 @pytest.mark.parametrize('dtype', DTYPES)
-def test_fuzz_against_pyg(dtype, device):
+@pytest.mark.parametrize('case', REPRESENTATIVE, ids=lambda c: c[0])
+def test_every_backend(case, dtype, backend, path, device):
+    # The `backend` fixture forces the reference, C++ or Triton kernels.
+    form, graph, bipartite, options = case
+    if form == 'sparse_tensor' and not WITH_TORCH_SPARSE:
+        pytest.skip("'torch-sparse' is not installed")
+    num_src, num_dst = (7, 5) if bipartite else (7, 7)
+    in_channels = (5, 7) if bipartite else 5
+    ref, ours = make_layers(in_channels, 3, dtype, device, **options)
+    x = make_inputs(bipartite, num_src, num_dst, dtype, device)
+    edge_index = make_graph(graph, num_src, num_dst)
+    edge_attr = None
+    if options.get('edge_dim') is not None:
+        edge_attr = torch.randn(edge_index.size(1), options['edge_dim'],
+                                dtype=dtype)
+    adj, edge_attr = to_form(form, edge_index, edge_attr, num_src, num_dst)
+    if edge_attr is not None:
+        edge_attr = edge_attr.to(device).requires_grad_()
+    check_parity(ref, ours, x, adj.to(device), edge_attr, num_src, num_dst,
+                 TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_fuzz_against_pyg(dtype, path, device):
     r"""A random sweep over configurations and input forms, as a reviewer
     would write it: within 1e-5 (float32) and 1e-10 (float64) of PyG."""
     rng = random.Random(1234)

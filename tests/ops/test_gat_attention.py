@@ -140,6 +140,9 @@ def test_complete_bipartite_equals_dense_attention():
 
 @pytest.mark.parametrize('dropout', [0.0, 0.5])
 def test_gradcheck(backend, device, dropout):
+    if backend == 'triton' and device.type == 'cpu':
+        pytest.skip('interpreted Triton: its gradients are compared with '
+                    "the reference's in test_kernels_match_reference")
     num_src, num_dst, E = 6, 5, 20
     src, dst = random_graph(num_src, num_dst, E)
     graph = GATGraph(*[t.to(device) for t in gat_graph(src, dst, 6, 5)])
