@@ -227,7 +227,8 @@ def test_constructor_options(heads, concat, bias, residual, edge_dim,
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('fill_value', ['mean', 'add', 'max'])
 @pytest.mark.parametrize('form', ['tensor', 'coo', 'csr', 'sparse_tensor'])
-def test_bipartite_more_targets_than_sources(form, fill_value, dtype, path, device):
+def test_bipartite_more_targets_than_sources(form, fill_value, dtype, path,
+                                            device):
     r"""PyG raises an index error here; ours reduces the features of each
     self-loop node's incoming edges, as for any other graph. The expected
     result is built with PyG's own utilities: self-loops added by hand with
