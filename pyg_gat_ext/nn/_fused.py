@@ -44,6 +44,14 @@ def use_fused(conv, edge_index: Adj) -> bool:
     return False
 
 
+def fused_in_script(conv) -> bool:
+    r"""Whether :obj:`conv`, scripted, takes the fused kernel for edge lists
+    (sparse adjacencies take the :class:`MessagePassing` path there):
+    decided once, at script time, as :func:`use_fused` would."""
+    return conv.fused is not False and unfusable(
+        conv, torch.empty(2, 0, dtype=torch.long)) is None
+
+
 def unfusable(conv, edge_index: Adj) -> Optional[str]:
     r"""Why this call needs the :class:`MessagePassing` path, or
     :obj:`None`."""

@@ -1,4 +1,3 @@
-import sys
 import typing
 from typing import Optional, Tuple, Union
 
@@ -26,6 +25,7 @@ from pyg_gat_ext.nn._normalize import (  # noqa: F401 (PyG's name)
     normalize_sparse_tensor,
     normalize_tensor,
 )
+from pyg_gat_ext.nn._script import refuse_scripting_alone
 from pyg_gat_ext.nn._self_loops import (
     csc_as_csr,
     num_loops,
@@ -531,34 +531,13 @@ class GATConv(MessagePassing):
 
     @torch.jit.unused
     def __prepare_scriptable__(self) -> 'GATConv':
-        # `forward` is overloaded for TorchScript (its return type depends
-        # on `return_attention_weights`, as in PyG), so a GATConv scripted
-        # on its own has overloads but no callable `forward`: say so at
-        # script time. As a submodule of a scripted model it is fine.
-        caller = sys._getframe(2).f_code.co_name
-        if caller == 'call_prepare_scriptable_func':  # The top-level module.
-            raise RuntimeError(_SCRIPT_ALONE)
-        # Scripted, edge lists take the fused kernel unless the layer needs
-        # its `MessagePassing` hooks (decided now, once).
-        self._fused_in_script = (self.fused is not False and _fused.unfusable(
-            self, torch.empty(2, 0, dtype=torch.long)) is None)
+        # Scripted, the layer works as a submodule only (its `forward` is
+        # overloaded); its path for edge lists is decided now, once.
+        refuse_scripting_alone()
+        self._fused_in_script = _fused.fused_in_script(self)
         return self
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, heads={self.heads})')
 
-
-_SCRIPT_ALONE = (
-    "GATConv: torch.jit.script(conv) on the layer itself cannot give a "
-    "callable module: its forward is overloaded for TorchScript (the return "
-    "type depends on return_attention_weights, as in PyG's GATConv). Script "
-    "the module that calls it instead, with the argument types it uses, "
-    "e.g.\n\n"
-    "    class Model(torch.nn.Module):\n"
-    "        def __init__(self):\n"
-    "            super().__init__()\n"
-    "            self.conv = GATConv(16, 8, heads=2)\n\n"
-    "        def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:\n"
-    "            return self.conv(x, edge_index)\n\n"
-    "    torch.jit.script(Model())")
