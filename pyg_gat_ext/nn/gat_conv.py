@@ -34,8 +34,7 @@ from pyg_gat_ext.nn._self_loops import (
     sparse_tensor_without_self_loops,
     with_self_loops,
 )
-from pyg_gat_ext.ops import cached_gat_graph, segment_softmax
-from pyg_gat_ext.ops.attention import group_edges
+from pyg_gat_ext.ops import segment_softmax
 
 if typing.TYPE_CHECKING:
     from typing import overload
@@ -365,25 +364,26 @@ class GATConv(MessagePassing):
         alpha_src = (x_src * self.att_src).sum(dim=-1)
         alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
 
-        need_alpha = return_attention_weights is True
         use_fused = self._fused_in_script
         if not torch.jit.is_scripting():
             use_fused = _fused.use_fused(self, edge_index)
         if (use_fused and isinstance(edge_index, Tensor)
                 and is_edge_list(edge_index)):
-            out, edge_index, alpha = self._fused_edge_list(
-                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
-                num_dst, need_alpha)
+            if not torch.jit.is_scripting():  # Before its weight is read.
+                _fused.materialize_lin_edge(self, edge_attr)
+            out, edge_index, alpha = _fused.edge_list_attention(
+                x_src, alpha_src, alpha_dst, edge_index, edge_attr,
+                None if self.lin_edge is None else self.lin_edge.weight,
+                self.att_edge, num_src, num_dst, self.flow,
+                self.add_self_loops, self.fill_value, self.negative_slope,
+                self.dropout if self.training else 0.0,
+                return_attention_weights is True)
         elif (use_fused and not torch.jit.is_scripting()
-              and isinstance(edge_index, Tensor)):
-            out, edge_index, alpha = self._fused_torch_sparse(
-                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
-                num_dst, need_alpha)
-        elif (use_fused and not torch.jit.is_scripting()
-              and isinstance(edge_index, SparseTensor)):
-            out, edge_index, alpha = self._fused_sparse_tensor(
-                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
-                num_dst, need_alpha)
+              and isinstance(edge_index, (Tensor, SparseTensor))):
+            # Sparse adjacencies take the fused path in Python only.
+            out, edge_index, alpha = _fused.propagate_sparse(
+                self, x_src, alpha_src, alpha_dst, edge_index, edge_attr,
+                num_src, num_dst, return_attention_weights is True)
         else:
             if isinstance(edge_index, Tensor):
                 edge_index = with_counts(edge_index, num_src, num_dst)
@@ -473,61 +473,6 @@ class GATConv(MessagePassing):
 
     def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
         return alpha.unsqueeze(-1) * x_j
-
-    # The fused path ########################################################
-
-    def _fused_edge_list(self, x_src: Tensor, alpha_src: Tensor,
-                         alpha_dst: OptTensor, edge_index: Tensor,
-                         edge_attr: OptTensor, num_src: int, num_dst: int,
-                         need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        # The grouped graph is cached in eager mode, built when scripted.
-        if torch.jit.is_scripting():
-            j, i = (0, 1) if self.flow == 'source_to_target' else (1, 0)
-            graph = list(group_edges(edge_index[j], edge_index[i], num_src,
-                                     num_dst))
-        else:
-            graph = list(cached_gat_graph(edge_index, num_src, num_dst,
-                                          self.flow))
-        return _fused.edge_list_attention(
-            x_src, alpha_src, alpha_dst, edge_index, graph, edge_attr,
-            self._edge_score_weight(edge_attr), num_src, num_dst,
-            self.add_self_loops, self.fill_value, self.negative_slope,
-            self.dropout if self.training else 0.0, need_alpha)
-
-    def _edge_score_weight(self, edge_attr: OptTensor) -> Optional[Tensor]:
-        # `lin_edge` and `att_edge` in one [H, edge_dim] product: the edge
-        # scores are `edge_attr @ weight.t()`, never [E, H, C] features.
-        lin_edge, att_edge = self.lin_edge, self.att_edge
-        if lin_edge is None or att_edge is None or edge_attr is None:
-            return None
-        if not torch.jit.is_scripting():
-            if torch.nn.parameter.is_lazy(lin_edge.weight):
-                lin_edge(edge_attr.view(edge_attr.size(0), -1))
-        H, C = self.heads, self.out_channels
-        weight = lin_edge.weight.view(H, C, -1)
-        return (weight * att_edge.view(H, C, 1)).sum(dim=1)
-
-    # Sparse adjacencies take the fused path in Python only; TorchScript
-    # types `edge_index` per forward overload: one entry point per type.
-    @torch.jit.unused
-    def _fused_torch_sparse(
-            self, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
-            edge_index: Tensor, edge_attr: OptTensor, num_src: int,
-            num_dst: int,
-            need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        return _fused.propagate_sparse(self, x_src, alpha_src, alpha_dst,
-                                       edge_index, edge_attr, num_src,
-                                       num_dst, need_alpha)
-
-    @torch.jit.unused
-    def _fused_sparse_tensor(
-            self, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
-            edge_index: SparseTensor, edge_attr: OptTensor, num_src: int,
-            num_dst: int,
-            need_alpha: bool) -> Tuple[Tensor, SparseTensor, Tensor]:
-        return _fused.propagate_sparse(self, x_src, alpha_src, alpha_dst,
-                                       edge_index, edge_attr, num_src,
-                                       num_dst, need_alpha)
 
     @torch.jit.unused
     def __prepare_scriptable__(self) -> 'GATConv':
