@@ -16,7 +16,7 @@ from torch_geometric.typing import (
     Size,
     SparseTensor,
 )
-from torch_geometric.utils import is_torch_sparse_tensor, remove_self_loops
+from torch_geometric.utils import is_torch_sparse_tensor
 
 from pyg_gat_ext.nn import _fused
 from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
@@ -28,11 +28,8 @@ from pyg_gat_ext.nn._normalize import (  # noqa: F401 (PyG's name)
 from pyg_gat_ext.nn._script import refuse_scripting_alone
 from pyg_gat_ext.nn._self_loops import (
     csc_as_csr,
-    num_loops,
+    message_passing_self_loops,
     set_sparse_value,
-    sparse_tensor_self_loops,
-    sparse_tensor_without_self_loops,
-    with_self_loops,
 )
 from pyg_gat_ext.ops import segment_softmax
 
@@ -387,23 +384,9 @@ class GATConv(MessagePassing):
         else:
             if isinstance(edge_index, Tensor):
                 edge_index = with_counts(edge_index, num_src, num_dst)
-            if self.normalize:  # It adds its own self-loops.
-                if isinstance(edge_index, Tensor):
-                    edge_index, edge_attr = remove_self_loops(
-                        edge_index, edge_attr)
-                elif isinstance(edge_index, SparseTensor):
-                    edge_index = sparse_tensor_without_self_loops(edge_index)
-            elif self.add_self_loops:
-                if isinstance(edge_index, Tensor):
-                    edge_index, edge_attr = with_self_loops(
-                        edge_index, edge_attr, num_src, num_dst,
-                        self.fill_value)
-                elif isinstance(edge_index, SparseTensor):
-                    edge_index = sparse_tensor_self_loops(
-                        edge_index, edge_attr, num_loops(num_src, num_dst),
-                        self.fill_value, self.edge_dim is not None)
-                    if self.edge_dim is not None:  # Now its values.
-                        edge_attr = torch.jit.annotate(Optional[Tensor], None)
+            edge_index, edge_attr = message_passing_self_loops(
+                edge_index, edge_attr, num_src, num_dst, self.add_self_loops,
+                self.normalize, self.fill_value, self.edge_dim is not None)
 
             # One count for every step, as the fused path uses it:
             counts = (num_src, num_dst)
