@@ -18,13 +18,9 @@ from torch_geometric.typing import (
 )
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from pyg_gat_ext.nn import _fused
+from pyg_gat_ext.nn import _fused, _normalize
 from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
-from pyg_gat_ext.nn._normalize import (  # noqa: F401 (PyG's name)
-    gat_norm,
-    normalize_sparse_tensor,
-    normalize_tensor,
-)
+from pyg_gat_ext.nn._normalize import gat_norm  # noqa: F401 (PyG's name)
 from pyg_gat_ext.nn._script import refuse_scripting_alone
 from pyg_gat_ext.nn._self_loops import (
     csc_as_csr,
@@ -394,12 +390,8 @@ class GATConv(MessagePassing):
             alpha = self.edge_updater(edge_index, alpha=(alpha_src, alpha_dst),
                                       edge_attr=edge_attr, size=counts)
             if self.normalize:
-                if isinstance(edge_index, Tensor):
-                    edge_index, alpha = normalize_tensor(
-                        edge_index, alpha, num_src, self.flow)
-                elif isinstance(edge_index, SparseTensor):
-                    edge_index, alpha = normalize_sparse_tensor(
-                        edge_index, alpha, alpha.dtype)
+                edge_index, alpha = _normalize.normalize_attention(
+                    edge_index, alpha, num_src, self.flow, alpha.dtype)
 
             # propagate_type: (x: OptPairTensor, alpha: Tensor)
             out = self.propagate(edge_index, x=(x_src, x_dst), alpha=alpha,
