@@ -16,17 +16,13 @@ from torch_geometric.typing import (
     Size,
     SparseTensor,
 )
-from torch_geometric.utils import is_torch_sparse_tensor
 
 from pyg_gat_ext.nn import _fused, _normalize
+from pyg_gat_ext.nn._attention_weights import attention_weights
 from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
 from pyg_gat_ext.nn._normalize import gat_norm  # noqa: F401 (PyG's name)
 from pyg_gat_ext.nn._script import refuse_scripting_alone
-from pyg_gat_ext.nn._self_loops import (
-    csc_as_csr,
-    message_passing_self_loops,
-    set_sparse_value,
-)
+from pyg_gat_ext.nn._self_loops import csc_as_csr, message_passing_self_loops
 from pyg_gat_ext.ops import segment_softmax
 
 if typing.TYPE_CHECKING:
@@ -414,16 +410,8 @@ class GATConv(MessagePassing):
             if not torch.jit.is_scripting():
                 if not return_attention_weights:
                     return out
-            if isinstance(edge_index, Tensor):
-                if is_torch_sparse_tensor(edge_index):
-                    adj = set_sparse_value(edge_index, alpha)
-                    return out, (adj, alpha)
-                else:
-                    return out, (edge_index, alpha)
-            else:
-                return out, edge_index.set_value(alpha, layout='coo')
-        else:
-            return out
+            return out, attention_weights(edge_index, alpha)
+        return out
 
     def edge_update(self, alpha_j: Tensor, alpha_i: OptTensor,
                     edge_attr: OptTensor, index: Tensor, ptr: OptTensor,
