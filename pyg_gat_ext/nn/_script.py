@@ -8,18 +8,18 @@ import sys
 
 #: The error of :obj:`torch.jit.script(conv)`, with what to do instead.
 SCRIPT_ALONE = (
-    "GATConv: torch.jit.script(conv) on the layer itself cannot give a "
-    "callable module: its forward is overloaded for TorchScript (the return "
+    'GATConv: torch.jit.script(conv) on the layer itself cannot give a '
+    'callable module: its forward is overloaded for TorchScript (the return '
     "type depends on return_attention_weights, as in PyG's GATConv). Script "
-    "the module that calls it instead, with the argument types it uses, "
-    "e.g.\n\n"
-    "    class Model(torch.nn.Module):\n"
-    "        def __init__(self):\n"
-    "            super().__init__()\n"
-    "            self.conv = GATConv(16, 8, heads=2)\n\n"
-    "        def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:\n"
-    "            return self.conv(x, edge_index)\n\n"
-    "    torch.jit.script(Model())")
+    'the module that calls it instead, with the argument types it uses, '
+    'e.g.\n\n'
+    '    class Model(torch.nn.Module):\n'
+    '        def __init__(self):\n'
+    '            super().__init__()\n'
+    '            self.conv = GATConv(16, 8, heads=2)\n\n'
+    '        def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:\n'
+    '            return self.conv(x, edge_index)\n\n'
+    '    torch.jit.script(Model())')
 
 
 def refuse_scripting_alone() -> None:
