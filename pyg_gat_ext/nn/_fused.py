@@ -6,7 +6,7 @@ aggregation through it, returning what PyG's :meth:`propagate` and
 Edge lists take :func:`edge_list_attention`, which TorchScript compiles as
 well; sparse adjacencies take :func:`propagate_sparse`, in Python only.
 """
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -15,8 +15,8 @@ from torch_geometric.utils import is_torch_sparse_tensor
 
 from pyg_gat_ext.nn import _self_loops
 from pyg_gat_ext.nn._self_loops import FillValue
-from pyg_gat_ext.ops import gat_attention, gat_graph
-from pyg_gat_ext.ops.attention import dropout_seed, launch
+from pyg_gat_ext.ops import cached_gat_graph, gat_attention, gat_graph
+from pyg_gat_ext.ops.attention import dropout_seed, group_edges, launch
 
 #: The hooks of `MessagePassing` that the fused path would skip.
 MESSAGE_PASSING_METHODS = ('message', 'edge_update', 'aggregate', 'update',
@@ -42,6 +42,14 @@ def use_fused(conv, edge_index: Adj) -> bool:
         raise RuntimeError(f'GATConv: fused=True but the fused kernel cannot '
                            f'serve this call: {reason}')
     return False
+
+
+def fused_in_script(conv) -> bool:
+    r"""Whether :obj:`conv`, scripted, takes the fused kernel for edge lists
+    (sparse adjacencies take the :class:`MessagePassing` path there):
+    decided once, at script time, as :func:`use_fused` would."""
+    return conv.fused is not False and unfusable(
+        conv, torch.empty(2, 0, dtype=torch.long)) is None
 
 
 def unfusable(conv, edge_index: Adj) -> Optional[str]:
@@ -72,22 +80,32 @@ def unfusable(conv, edge_index: Adj) -> Optional[str]:
 
 def edge_list_attention(
         x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
-        edge_index: Tensor, graph: List[Tensor], edge_attr: OptTensor,
-        score_weight: OptTensor, num_src: int, num_dst: int,
+        edge_index: Tensor, edge_attr: OptTensor, lin_edge_weight: OptTensor,
+        att_edge: OptTensor, num_src: int, num_dst: int, flow: str,
         add_self_loops: bool, fill_value: FillValue, negative_slope: float,
-        dropout: float, need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""The fused attention over an :obj:`[2, E]` edge list grouped as
-    :obj:`graph` (the fields of its :class:`GATGraph`): self-loops are
+        dropout: float,
+        return_attention_weights: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The fused attention over an :obj:`[2, E]` edge list: self-loops are
     implicit in the kernel, which skips the existing ones, and edge scores
-    are :obj:`edge_attr @ score_weight.t()`, never :obj:`[E, H, C]`.
-    Returns :obj:`out`, the edges and attention weights in PyG's order (an
-    empty tensor unless :obj:`need_alpha`). TorchScript-compatible: the
-    scripted layer takes this path too."""
+    are :obj:`edge_attr @ weight.t()` (see :func:`edge_score_weight`),
+    never :obj:`[E, H, C]`. Returns :obj:`out`, the edges and attention
+    weights in PyG's order (an empty tensor unless
+    :obj:`return_attention_weights`). TorchScript-compatible: the scripted
+    layer takes this path too."""
+    # The grouped graph is cached in eager mode, built when scripted.
+    if torch.jit.is_scripting():
+        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
+        graph = list(group_edges(edge_index[j], edge_index[i], num_src,
+                                 num_dst))
+    else:
+        graph = list(cached_gat_graph(edge_index, num_src, num_dst, flow))
+    score_weight = edge_score_weight(lin_edge_weight, att_edge, edge_attr)
     num_loops = 0
     if add_self_loops:
         num_loops = _self_loops.num_loops(num_src, num_dst)
     keep: Optional[Tensor] = None  # The edges that are not self-loops.
-    if add_self_loops and (need_alpha or edge_attr is not None):
+    if add_self_loops and (return_attention_weights
+                           or edge_attr is not None):
         keep = edge_index[0] != edge_index[1]
     edge_score: Optional[Tensor] = None
     if (edge_attr is not None and score_weight is not None
@@ -103,8 +121,9 @@ def edge_list_attention(
             edge_score = torch.cat([edge_score, loop_attr @ score_weight.t()])
     out, lse, alpha = launch(x_src, alpha_src, alpha_dst, edge_score, graph,
                              num_loops, add_self_loops, negative_slope,
-                             dropout, dropout_seed(dropout), need_alpha)
-    if not need_alpha:
+                             dropout, dropout_seed(dropout),
+                             return_attention_weights)
+    if not return_attention_weights:
         return out, edge_index, alpha_src.new_empty(0, alpha_src.size(1))
     if keep is not None:
         # The edges and weights in PyG's order: the edges that are not
@@ -116,15 +135,38 @@ def edge_list_attention(
     return out, edge_index, alpha
 
 
-def propagate_sparse(conv, x_src: Tensor, alpha_src: Tensor,
-                     alpha_dst: OptTensor, edge_index: Adj,
-                     edge_attr: OptTensor, num_src: int, num_dst: int,
-                     need_alpha: bool) -> Tuple[Tensor, Adj, Tensor]:
+def edge_score_weight(lin_edge_weight: OptTensor, att_edge: OptTensor,
+                      edge_attr: OptTensor) -> OptTensor:
+    r""":obj:`lin_edge` and :obj:`att_edge` in one :obj:`[H, edge_dim]`
+    product, so that the edge scores are :obj:`edge_attr @ weight.t()`;
+    :obj:`None` where the layer has no edge features or the call none."""
+    if lin_edge_weight is None or att_edge is None or edge_attr is None:
+        return None
+    heads, channels = att_edge.size(1), att_edge.size(2)
+    weight = lin_edge_weight.view(heads, channels, -1)
+    return (weight * att_edge.view(heads, channels, 1)).sum(dim=1)
+
+
+def materialize_lin_edge(conv, edge_attr: OptTensor) -> None:
+    r"""Sizes a lazy :obj:`conv.lin_edge` from :obj:`edge_attr` as its first
+    call would: the fused path reads its weight without calling it. Python
+    only."""
+    lin_edge = conv.lin_edge
+    if lin_edge is None or conv.att_edge is None or edge_attr is None:
+        return
+    if torch.nn.parameter.is_lazy(lin_edge.weight):
+        lin_edge(edge_attr.view(edge_attr.size(0), -1))
+
+
+def propagate_sparse(
+        conv, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
+        edge_index: Adj, edge_attr: OptTensor, num_src: int, num_dst: int,
+        return_attention_weights: bool) -> Tuple[Tensor, Adj, Tensor]:
     r"""The fused attention over a sparse adjacency (:obj:`torch.sparse` or
     :class:`SparseTensor`): its self-loops are replaced as PyG does
     (node-level copies), then its entries are the edges. Returns
     :obj:`out`, the adjacency and the attention weights in its order (an
-    empty tensor unless :obj:`need_alpha`)."""
+    empty tensor unless :obj:`return_attention_weights`). Python only."""
     if conv.add_self_loops and isinstance(edge_index, SparseTensor):
         edge_index = _self_loops.sparse_tensor_self_loops(
             edge_index, edge_attr, _self_loops.num_loops(num_src, num_dst),
@@ -144,7 +186,10 @@ def propagate_sparse(conv, x_src: Tensor, alpha_src: Tensor,
     if edge_attr is None:
         edge_attr = value
     edge_score = None
-    score_weight = conv._edge_score_weight(edge_attr)
+    materialize_lin_edge(conv, edge_attr)
+    score_weight = edge_score_weight(
+        None if conv.lin_edge is None else conv.lin_edge.weight,
+        conv.att_edge, edge_attr)
     if (edge_attr is not None and score_weight is not None
             and edge_attr.size(0) > 0):  # Unused without edges.
         if edge_attr.dim() == 1:
@@ -154,6 +199,7 @@ def propagate_sparse(conv, x_src: Tensor, alpha_src: Tensor,
                            gat_graph(src, dst, num_src, num_dst), edge_score,
                            negative_slope=conv.negative_slope,
                            dropout=conv.dropout if conv.training else 0.0,
-                           return_attention_weights=need_alpha)
-    alpha = result.alpha if need_alpha else alpha_src.new_empty(0, conv.heads)
+                           return_attention_weights=return_attention_weights)
+    alpha = (result.alpha if return_attention_weights else
+             alpha_src.new_empty(0, conv.heads))
     return result.out, edge_index, alpha

@@ -8,6 +8,7 @@ of `"Bag of Tricks for Node Classification with Graph Neural Networks"
 One function per adjacency form, TorchScript-compatible; the layer takes
 the :class:`MessagePassing` path when normalising.
 """
+import typing
 from typing import Optional, Tuple
 
 import torch
@@ -23,6 +24,11 @@ from torch_geometric.utils import (
 
 from pyg_gat_ext.nn._self_loops import sparse_entries
 
+if typing.TYPE_CHECKING:
+    from typing import overload
+else:
+    from torch.jit import _overload as overload
+
 
 def gat_norm(edge_index: Adj, edge_weight: Tensor,
              num_nodes: Optional[int] = None, flow: str = 'source_to_target',
@@ -34,9 +40,42 @@ def gat_norm(edge_index: Adj, edge_weight: Tensor,
     implicit edge weights of a :class:`SparseTensor` without values."""
     if flow not in ('source_to_target', 'target_to_source'):
         raise ValueError(f"gat_norm: unknown flow '{flow}'")
+    return normalize_attention(edge_index, edge_weight, num_nodes, flow,
+                               dtype)
+
+
+# One overload per type that `edge_index` has in a scripted `forward`.
+@overload
+def normalize_attention(
+        edge_index: Tensor, alpha: Tensor, num_nodes: Optional[int],
+        flow: str, dtype: Optional[torch.dtype]) -> Tuple[Tensor, Tensor]:
+    pass
+
+
+@overload
+def normalize_attention(  # noqa: F811
+        edge_index: SparseTensor, alpha: Tensor, num_nodes: Optional[int],
+        flow: str,
+        dtype: Optional[torch.dtype]) -> Tuple[SparseTensor, Tensor]:
+    pass
+
+
+@overload
+def normalize_attention(  # noqa: F811
+        edge_index: Adj, alpha: Tensor, num_nodes: Optional[int], flow: str,
+        dtype: Optional[torch.dtype]) -> Tuple[Adj, Tensor]:
+    pass
+
+
+def normalize_attention(  # noqa: F811
+        edge_index: Adj, alpha: Tensor, num_nodes: Optional[int], flow: str,
+        dtype: Optional[torch.dtype]) -> Tuple[Adj, Tensor]:
+    r""":func:`gat_norm` of a valid :obj:`flow`, for the layer's
+    :class:`MessagePassing` path: the attention :obj:`alpha` after the
+    softmax, normalised, and the graph with one self-loop per node."""
     if isinstance(edge_index, SparseTensor):
-        return normalize_sparse_tensor(edge_index, edge_weight, dtype)
-    return normalize_tensor(edge_index, edge_weight, num_nodes, flow)
+        return normalize_sparse_tensor(edge_index, alpha, dtype)
+    return normalize_tensor(edge_index, alpha, num_nodes, flow)
 
 
 def normalize_tensor(edge_index: Tensor, edge_weight: Tensor,

@@ -7,11 +7,17 @@ for the call, so no form can add more loops than the adjacency has rows.
 All functions are TorchScript-compatible: the layer's
 :class:`MessagePassing` path calls them when scripted.
 """
+import typing
 from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch_geometric.typing import OptTensor, SparseTensor, torch_sparse
+from torch_geometric.typing import (
+    Adj,
+    OptTensor,
+    SparseTensor,
+    torch_sparse,
+)
 from torch_geometric.utils import (
     add_self_loops,
     remove_self_loops,
@@ -20,6 +26,11 @@ from torch_geometric.utils import (
     to_torch_coo_tensor,
     to_torch_csr_tensor,
 )
+
+if typing.TYPE_CHECKING:
+    from typing import overload
+else:
+    from torch.jit import _overload as overload
 
 #: The type of :obj:`GATConv(fill_value=...)` (:obj:`None` gives ones).
 FillValue = Union[float, Tensor, str]
@@ -192,3 +203,57 @@ def with_self_loops(edge_index: Tensor, edge_attr: OptTensor, num_src: int,
         return edge_index, torch.jit.annotate(Optional[Tensor], None)
     return edge_list_self_loops(edge_index, edge_attr, count,
                                 max(num_src, num_dst), fill_value)
+
+
+# One overload per type that `edge_index` has in a scripted `forward`.
+@overload
+def message_passing_self_loops(
+        edge_index: Tensor, edge_attr: OptTensor, num_src: int, num_dst: int,
+        add_loops: bool, normalize: bool, fill_value: FillValue,
+        with_features: bool) -> Tuple[Tensor, OptTensor]:
+    pass
+
+
+@overload
+def message_passing_self_loops(  # noqa: F811
+        edge_index: SparseTensor, edge_attr: OptTensor, num_src: int,
+        num_dst: int, add_loops: bool, normalize: bool,
+        fill_value: FillValue,
+        with_features: bool) -> Tuple[SparseTensor, OptTensor]:
+    pass
+
+
+@overload
+def message_passing_self_loops(  # noqa: F811
+        edge_index: Adj, edge_attr: OptTensor, num_src: int, num_dst: int,
+        add_loops: bool, normalize: bool, fill_value: FillValue,
+        with_features: bool) -> Tuple[Adj, OptTensor]:
+    pass
+
+
+def message_passing_self_loops(  # noqa: F811
+        edge_index: Adj, edge_attr: OptTensor, num_src: int, num_dst: int,
+        add_loops: bool, normalize: bool, fill_value: FillValue,
+        with_features: bool) -> Tuple[Adj, OptTensor]:
+    r"""The graph and edge features that the layer's :class:`MessagePassing`
+    path attends over: without self-loops if :obj:`normalize` (the
+    normalisation adds its own), else with them replaced if
+    :obj:`add_loops`. With :obj:`with_features`, the features of a
+    :class:`SparseTensor` become its values (then :obj:`edge_attr` is
+    :obj:`None`)."""
+    if normalize:
+        if isinstance(edge_index, Tensor):
+            return remove_self_loops(edge_index, edge_attr)
+        if isinstance(edge_index, SparseTensor):
+            return sparse_tensor_without_self_loops(edge_index), edge_attr
+    elif add_loops:
+        if isinstance(edge_index, Tensor):
+            return with_self_loops(edge_index, edge_attr, num_src, num_dst,
+                                   fill_value)
+        if isinstance(edge_index, SparseTensor):
+            edge_index = sparse_tensor_self_loops(
+                edge_index, edge_attr, num_loops(num_src, num_dst),
+                fill_value, with_features)
+            if with_features:  # Now its values.
+                edge_attr = torch.jit.annotate(Optional[Tensor], None)
+    return edge_index, edge_attr

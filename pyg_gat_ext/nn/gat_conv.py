@@ -1,4 +1,3 @@
-import sys
 import typing
 from typing import Optional, Tuple, Union
 
@@ -17,25 +16,14 @@ from torch_geometric.typing import (
     Size,
     SparseTensor,
 )
-from torch_geometric.utils import is_torch_sparse_tensor, remove_self_loops
 
-from pyg_gat_ext.nn import _fused
+from pyg_gat_ext.nn import _fused, _normalize
+from pyg_gat_ext.nn._attention_weights import attention_weights
 from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
-from pyg_gat_ext.nn._normalize import (  # noqa: F401 (PyG's name)
-    gat_norm,
-    normalize_sparse_tensor,
-    normalize_tensor,
-)
-from pyg_gat_ext.nn._self_loops import (
-    csc_as_csr,
-    num_loops,
-    set_sparse_value,
-    sparse_tensor_self_loops,
-    sparse_tensor_without_self_loops,
-    with_self_loops,
-)
-from pyg_gat_ext.ops import cached_gat_graph, segment_softmax
-from pyg_gat_ext.ops.attention import group_edges
+from pyg_gat_ext.nn._normalize import gat_norm  # noqa: F401 (PyG's name)
+from pyg_gat_ext.nn._script import refuse_scripting_alone
+from pyg_gat_ext.nn._self_loops import csc_as_csr, message_passing_self_loops
+from pyg_gat_ext.ops import segment_softmax
 
 if typing.TYPE_CHECKING:
     from typing import overload
@@ -365,45 +353,32 @@ class GATConv(MessagePassing):
         alpha_src = (x_src * self.att_src).sum(dim=-1)
         alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
 
-        need_alpha = return_attention_weights is True
         use_fused = self._fused_in_script
         if not torch.jit.is_scripting():
             use_fused = _fused.use_fused(self, edge_index)
         if (use_fused and isinstance(edge_index, Tensor)
                 and is_edge_list(edge_index)):
-            out, edge_index, alpha = self._fused_edge_list(
-                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
-                num_dst, need_alpha)
+            if not torch.jit.is_scripting():  # Before its weight is read.
+                _fused.materialize_lin_edge(self, edge_attr)
+            out, edge_index, alpha = _fused.edge_list_attention(
+                x_src, alpha_src, alpha_dst, edge_index, edge_attr,
+                None if self.lin_edge is None else self.lin_edge.weight,
+                self.att_edge, num_src, num_dst, self.flow,
+                self.add_self_loops, self.fill_value, self.negative_slope,
+                self.dropout if self.training else 0.0,
+                return_attention_weights is True)
         elif (use_fused and not torch.jit.is_scripting()
-              and isinstance(edge_index, Tensor)):
-            out, edge_index, alpha = self._fused_torch_sparse(
-                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
-                num_dst, need_alpha)
-        elif (use_fused and not torch.jit.is_scripting()
-              and isinstance(edge_index, SparseTensor)):
-            out, edge_index, alpha = self._fused_sparse_tensor(
-                x_src, alpha_src, alpha_dst, edge_index, edge_attr, num_src,
-                num_dst, need_alpha)
+              and isinstance(edge_index, (Tensor, SparseTensor))):
+            # Sparse adjacencies take the fused path in Python only.
+            out, edge_index, alpha = _fused.propagate_sparse(
+                self, x_src, alpha_src, alpha_dst, edge_index, edge_attr,
+                num_src, num_dst, return_attention_weights is True)
         else:
             if isinstance(edge_index, Tensor):
                 edge_index = with_counts(edge_index, num_src, num_dst)
-            if self.normalize:  # It adds its own self-loops.
-                if isinstance(edge_index, Tensor):
-                    edge_index, edge_attr = remove_self_loops(
-                        edge_index, edge_attr)
-                elif isinstance(edge_index, SparseTensor):
-                    edge_index = sparse_tensor_without_self_loops(edge_index)
-            elif self.add_self_loops:
-                if isinstance(edge_index, Tensor):
-                    edge_index, edge_attr = with_self_loops(
-                        edge_index, edge_attr, num_src, num_dst,
-                        self.fill_value)
-                elif isinstance(edge_index, SparseTensor):
-                    edge_index = sparse_tensor_self_loops(
-                        edge_index, edge_attr, num_loops(num_src, num_dst),
-                        self.fill_value, self.edge_dim is not None)
-                    if self.edge_dim is not None:  # Now its values.
-                        edge_attr = torch.jit.annotate(Optional[Tensor], None)
+            edge_index, edge_attr = message_passing_self_loops(
+                edge_index, edge_attr, num_src, num_dst, self.add_self_loops,
+                self.normalize, self.fill_value, self.edge_dim is not None)
 
             # One count for every step, as the fused path uses it:
             counts = (num_src, num_dst)
@@ -411,12 +386,8 @@ class GATConv(MessagePassing):
             alpha = self.edge_updater(edge_index, alpha=(alpha_src, alpha_dst),
                                       edge_attr=edge_attr, size=counts)
             if self.normalize:
-                if isinstance(edge_index, Tensor):
-                    edge_index, alpha = normalize_tensor(
-                        edge_index, alpha, num_src, self.flow)
-                elif isinstance(edge_index, SparseTensor):
-                    edge_index, alpha = normalize_sparse_tensor(
-                        edge_index, alpha, alpha.dtype)
+                edge_index, alpha = _normalize.normalize_attention(
+                    edge_index, alpha, num_src, self.flow, alpha.dtype)
 
             # propagate_type: (x: OptPairTensor, alpha: Tensor)
             out = self.propagate(edge_index, x=(x_src, x_dst), alpha=alpha,
@@ -439,16 +410,8 @@ class GATConv(MessagePassing):
             if not torch.jit.is_scripting():
                 if not return_attention_weights:
                     return out
-            if isinstance(edge_index, Tensor):
-                if is_torch_sparse_tensor(edge_index):
-                    adj = set_sparse_value(edge_index, alpha)
-                    return out, (adj, alpha)
-                else:
-                    return out, (edge_index, alpha)
-            else:
-                return out, edge_index.set_value(alpha, layout='coo')
-        else:
-            return out
+            return out, attention_weights(edge_index, alpha)
+        return out
 
     def edge_update(self, alpha_j: Tensor, alpha_i: OptTensor,
                     edge_attr: OptTensor, index: Tensor, ptr: OptTensor,
@@ -474,91 +437,15 @@ class GATConv(MessagePassing):
     def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
         return alpha.unsqueeze(-1) * x_j
 
-    # The fused path ########################################################
-
-    def _fused_edge_list(self, x_src: Tensor, alpha_src: Tensor,
-                         alpha_dst: OptTensor, edge_index: Tensor,
-                         edge_attr: OptTensor, num_src: int, num_dst: int,
-                         need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        # The grouped graph is cached in eager mode, built when scripted.
-        if torch.jit.is_scripting():
-            j, i = (0, 1) if self.flow == 'source_to_target' else (1, 0)
-            graph = list(group_edges(edge_index[j], edge_index[i], num_src,
-                                     num_dst))
-        else:
-            graph = list(cached_gat_graph(edge_index, num_src, num_dst,
-                                          self.flow))
-        return _fused.edge_list_attention(
-            x_src, alpha_src, alpha_dst, edge_index, graph, edge_attr,
-            self._edge_score_weight(edge_attr), num_src, num_dst,
-            self.add_self_loops, self.fill_value, self.negative_slope,
-            self.dropout if self.training else 0.0, need_alpha)
-
-    def _edge_score_weight(self, edge_attr: OptTensor) -> Optional[Tensor]:
-        # `lin_edge` and `att_edge` in one [H, edge_dim] product: the edge
-        # scores are `edge_attr @ weight.t()`, never [E, H, C] features.
-        lin_edge, att_edge = self.lin_edge, self.att_edge
-        if lin_edge is None or att_edge is None or edge_attr is None:
-            return None
-        if not torch.jit.is_scripting():
-            if torch.nn.parameter.is_lazy(lin_edge.weight):
-                lin_edge(edge_attr.view(edge_attr.size(0), -1))
-        H, C = self.heads, self.out_channels
-        weight = lin_edge.weight.view(H, C, -1)
-        return (weight * att_edge.view(H, C, 1)).sum(dim=1)
-
-    # Sparse adjacencies take the fused path in Python only; TorchScript
-    # types `edge_index` per forward overload: one entry point per type.
-    @torch.jit.unused
-    def _fused_torch_sparse(
-            self, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
-            edge_index: Tensor, edge_attr: OptTensor, num_src: int,
-            num_dst: int,
-            need_alpha: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        return _fused.propagate_sparse(self, x_src, alpha_src, alpha_dst,
-                                       edge_index, edge_attr, num_src,
-                                       num_dst, need_alpha)
-
-    @torch.jit.unused
-    def _fused_sparse_tensor(
-            self, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
-            edge_index: SparseTensor, edge_attr: OptTensor, num_src: int,
-            num_dst: int,
-            need_alpha: bool) -> Tuple[Tensor, SparseTensor, Tensor]:
-        return _fused.propagate_sparse(self, x_src, alpha_src, alpha_dst,
-                                       edge_index, edge_attr, num_src,
-                                       num_dst, need_alpha)
-
     @torch.jit.unused
     def __prepare_scriptable__(self) -> 'GATConv':
-        # `forward` is overloaded for TorchScript (its return type depends
-        # on `return_attention_weights`, as in PyG), so a GATConv scripted
-        # on its own has overloads but no callable `forward`: say so at
-        # script time. As a submodule of a scripted model it is fine.
-        caller = sys._getframe(2).f_code.co_name
-        if caller == 'call_prepare_scriptable_func':  # The top-level module.
-            raise RuntimeError(_SCRIPT_ALONE)
-        # Scripted, edge lists take the fused kernel unless the layer needs
-        # its `MessagePassing` hooks (decided now, once).
-        self._fused_in_script = (self.fused is not False and _fused.unfusable(
-            self, torch.empty(2, 0, dtype=torch.long)) is None)
+        # Scripted, the layer works as a submodule only (its `forward` is
+        # overloaded); its path for edge lists is decided now, once.
+        refuse_scripting_alone()
+        self._fused_in_script = _fused.fused_in_script(self)
         return self
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.in_channels}, '
                 f'{self.out_channels}, heads={self.heads})')
 
-
-_SCRIPT_ALONE = (
-    "GATConv: torch.jit.script(conv) on the layer itself cannot give a "
-    "callable module: its forward is overloaded for TorchScript (the return "
-    "type depends on return_attention_weights, as in PyG's GATConv). Script "
-    "the module that calls it instead, with the argument types it uses, "
-    "e.g.\n\n"
-    "    class Model(torch.nn.Module):\n"
-    "        def __init__(self):\n"
-    "            super().__init__()\n"
-    "            self.conv = GATConv(16, 8, heads=2)\n\n"
-    "        def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:\n"
-    "            return self.conv(x, edge_index)\n\n"
-    "    torch.jit.script(Model())")
