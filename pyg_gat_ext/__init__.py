@@ -1,8 +1,9 @@
 r"""pyg-gat-ext: a drop-in, exact, faster and lighter :class:`GATConv` for
 PyTorch Geometric."""
 from pyg_gat_ext import ops
+from pyg_gat_ext.monkey_patch import is_patched, patch, unpatch
 from pyg_gat_ext.nn import GATConv
 
 __version__ = '0.1.0'
 
-__all__ = ['GATConv', 'ops', '__version__']
+__all__ = ['GATConv', 'ops', 'patch', 'unpatch', 'is_patched', '__version__']

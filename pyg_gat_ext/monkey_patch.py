@@ -1,0 +1,92 @@
+r"""A one-line switch: :func:`patch` binds :class:`pyg_gat_ext.GATConv` to
+every name under which PyG exposes its own ``GATConv``, so that PyG's model
+classes (``GAT(..., v2=False)``, ``AttentiveFP``, ``Polynormer``) and models
+built from ``torch_geometric.nn`` afterwards (``to_hetero``, ``HeteroConv``)
+use the fused layer; :func:`unpatch` restores PyG's. In the manner of
+Liger-Kernel's ``apply_liger_kernel_to_*``.
+
+Only names are rebound: layers built before :func:`patch` stay PyG's, and
+``state_dict`` moves between the two classes as it is.
+"""
+import importlib
+import sys
+import threading
+from typing import Dict, List, Tuple
+
+#: The modules that bind PyG's ``GATConv`` by name, imported by
+#: :func:`patch` (where installed) before the scan of every loaded
+#: ``torch_geometric`` module finds the others.
+MODULES = (
+    'torch_geometric.nn',
+    'torch_geometric.nn.conv',
+    'torch_geometric.nn.conv.gat_conv',
+    'torch_geometric.nn.models.basic_gnn',
+    'torch_geometric.nn.models.attentive_fp',
+    'torch_geometric.nn.models.polynormer',
+)
+
+_lock = threading.Lock()
+#: (module name, attribute) -> the object bound there before :func:`patch`.
+_patched: Dict[Tuple[str, str], object] = {}
+
+
+def _pyg_gat_conv() -> type:
+    # PyG's class: from the record once patched (its module then holds
+    # ours), else from its module.
+    if _patched:
+        return next(iter(_patched.values()))
+    from torch_geometric.nn.conv.gat_conv import GATConv
+    return GATConv
+
+
+def patch() -> List[str]:
+    r"""Binds :class:`pyg_gat_ext.GATConv` to PyG's ``GATConv`` names:
+    ``torch_geometric.nn.GATConv``, ``torch_geometric.nn.conv.GATConv``,
+    ``torch_geometric.nn.conv.gat_conv.GATConv`` and every module of
+    ``torch_geometric`` that imported the class by name (the model classes
+    ``GAT``, ``AttentiveFP`` and ``Polynormer`` among them). Idempotent;
+    :func:`unpatch` reverses it. Returns the modules patched by this call.
+
+    .. code-block:: python
+
+        import pyg_gat_ext
+        pyg_gat_ext.patch()  # before the model is built
+        model = torch_geometric.nn.models.GAT(16, 64, 2, heads=8)
+    """
+    from pyg_gat_ext.nn.gat_conv import GATConv
+    with _lock:
+        for name in MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # An optional part PyG could not import.
+                pass
+        original = _pyg_gat_conv()
+        done = []
+        for name, module in list(sys.modules.items()):
+            if not (name == 'torch_geometric'
+                    or name.startswith('torch_geometric.')):
+                continue
+            if getattr(module, 'GATConv', None) is original:
+                _patched[(name, 'GATConv')] = original
+                module.GATConv = GATConv
+                done.append(name)
+        return sorted(done)
+
+
+def unpatch() -> List[str]:
+    r"""Restores PyG's ``GATConv`` wherever :func:`patch` bound ours.
+    Idempotent. Returns the modules restored by this call."""
+    with _lock:
+        done = []
+        for (name, attr), original in list(_patched.items()):
+            module = sys.modules.get(name)
+            if module is not None:
+                setattr(module, attr, original)
+                done.append(name)
+            del _patched[(name, attr)]
+        return sorted(done)
+
+
+def is_patched() -> bool:
+    r"""Whether :func:`patch` is in effect."""
+    return bool(_patched)
