@@ -6,7 +6,11 @@ use the fused layer; :func:`unpatch` restores PyG's. In the manner of
 Liger-Kernel's ``apply_liger_kernel_to_*``.
 
 Only names are rebound: layers built before :func:`patch` stay PyG's, and
-``state_dict`` moves between the two classes as it is.
+``state_dict`` moves between the two classes as it is. With
+:obj:`dropout=True` it also binds :func:`pyg_gat_ext.nn.functional.dropout`
+to :func:`torch.nn.functional.dropout`, which :class:`torch.nn.Dropout` and
+PyG's models call: CPU and CUDA floating-point tensors then take the
+counter-based kernel, anything else torch's dropout.
 """
 import importlib
 import sys
@@ -33,19 +37,22 @@ _patched: Dict[Tuple[str, str], object] = {}
 def _pyg_gat_conv() -> type:
     # PyG's class: from the record once patched (its module then holds
     # ours), else from its module.
-    if _patched:
-        return next(iter(_patched.values()))
+    if ('torch_geometric.nn', 'GATConv') in _patched:
+        return _patched[('torch_geometric.nn', 'GATConv')]
     from torch_geometric.nn.conv.gat_conv import GATConv
     return GATConv
 
 
-def patch() -> List[str]:
+def patch(dropout: bool = False) -> List[str]:
     r"""Binds :class:`pyg_gat_ext.GATConv` to PyG's ``GATConv`` names:
     ``torch_geometric.nn.GATConv``, ``torch_geometric.nn.conv.GATConv``,
     ``torch_geometric.nn.conv.gat_conv.GATConv`` and every module of
     ``torch_geometric`` that imported the class by name (the model classes
-    ``GAT``, ``AttentiveFP`` and ``Polynormer`` among them). Idempotent;
-    :func:`unpatch` reverses it. Returns the modules patched by this call.
+    ``GAT``, ``AttentiveFP`` and ``Polynormer`` among them), and with
+    :obj:`dropout` our dropout to ``torch.nn.functional.dropout`` (off by
+    default: it changes the random stream of every dropout in the process).
+    Idempotent; :func:`unpatch` reverses it. Returns the modules patched by
+    this call.
 
     .. code-block:: python
 
@@ -53,6 +60,9 @@ def patch() -> List[str]:
         pyg_gat_ext.patch()  # before the model is built
         model = torch_geometric.nn.models.GAT(16, 64, 2, heads=8)
     """
+    import torch
+
+    from pyg_gat_ext.nn import functional
     from pyg_gat_ext.nn.gat_conv import GATConv
     with _lock:
         for name in MODULES:
@@ -70,6 +80,11 @@ def patch() -> List[str]:
                 _patched[(name, 'GATConv')] = original
                 module.GATConv = GATConv
                 done.append(name)
+        if dropout and torch.nn.functional.dropout is functional.torch_dropout:
+            _patched[('torch.nn.functional', 'dropout')] = (
+                functional.torch_dropout)
+            torch.nn.functional.dropout = functional.dropout
+            done.append('torch.nn.functional')
         return sorted(done)
 
 

@@ -29,59 +29,11 @@
 #include <vector>
 
 #include "common.h"
+#include "dropout.h"
 #include "kernels.h"
 
 namespace pyg_gat_ext {
 namespace {
-
-// MurmurHash3's 32-bit finaliser.
-inline uint32_t fmix32(uint32_t h) {
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  h ^= h >> 16;
-  return h;
-}
-
-// The dropout parameters: entry (edge, head) is kept (and scaled) when its
-// 24-bit hash is at least `threshold`, as pyg_gat_ext.ops._reference.
-struct Dropout {
-  bool active = false;
-  uint32_t k0 = 0, k1 = 0;
-  int64_t threshold = 0;
-  double scale = 1.0;
-
-  // `seed` holds the two key words (int64, as torch.randint gives them).
-  Dropout(double p, const std::optional<at::Tensor>& seed) {
-    active = p > 0.0 && seed.has_value();
-    if (seed.has_value()) {
-      TORCH_CHECK(seed->device().is_cpu() &&
-                      seed->scalar_type() == at::kLong && seed->numel() == 2,
-                  "gat_attention: 'seed' must be a CPU int64 tensor of 2 "
-                  "words");
-      const auto words = seed->contiguous();
-      k0 = static_cast<uint32_t>(words.data_ptr<int64_t>()[0]);
-      k1 = static_cast<uint32_t>(words.data_ptr<int64_t>()[1]);
-    }
-    threshold = std::min<int64_t>(
-        int64_t(1) << 24,
-        static_cast<int64_t>(std::floor(p * 16777216.0 + 0.5)));
-    scale = p >= 1.0 ? 0.0 : 1.0 / (1.0 - p);
-  }
-
-  template <typename acc_t>
-  acc_t factor(int64_t edge, int64_t head) const {
-    if (!active) return acc_t(1);
-    const uint64_t e = static_cast<uint64_t>(edge);
-    uint32_t h = fmix32(k0 ^ static_cast<uint32_t>(e & 0xFFFFFFFFu));
-    h = fmix32(h ^ static_cast<uint32_t>(e >> 32) ^ k1);
-    h = fmix32(h ^ (static_cast<uint32_t>(head) * 0x9E3779B9u));
-    return static_cast<int64_t>(h >> 8) >= threshold
-               ? static_cast<acc_t>(scale)
-               : acc_t(0);
-  }
-};
 
 // One grouping of the edges: by target (rowptr, col, csr_eid) or by source
 // (colptr, row, csc_eid). Its indices are int32 or int64 (`wide`), a

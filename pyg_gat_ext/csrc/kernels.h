@@ -47,4 +47,8 @@ gat_attention_backward_cpu(
     int64_t num_loops, bool remove_self_loops, double negative_slope,
     double dropout, const std::optional<at::Tensor>& seed);
 
+// dropout.cpp
+at::Tensor dropout_cpu(const at::Tensor& x, double p,
+                       const std::optional<at::Tensor>& seed);
+
 }  // namespace pyg_gat_ext

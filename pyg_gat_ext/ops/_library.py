@@ -67,6 +67,8 @@ SCHEMAS = {
     'Tensor csc_eid, int num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed) -> '
     '(Tensor, Tensor, Tensor, Tensor)',
+    'dropout':
+    'dropout(Tensor x, float p, Tensor? seed) -> Tensor',
 }
 
 BACKENDS = ('auto', 'reference', 'cpp', 'triton')
@@ -180,6 +182,11 @@ def _(grad_out, grad_alpha, x, a_src, a_dst, edge_score, *args):
             torch.empty_like(a_dst), grad_edge)
 
 
+@torch.library.register_fake('pyg_gat_ext::dropout')
+def _(x, p, seed):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
 # Autograd ###################################################################
 
 
@@ -264,6 +271,21 @@ def _attention_grad(ctx, grad_out, grad_lse, grad_alpha):
 torch.library.register_autograd('pyg_gat_ext::gat_attention',
                                 _attention_grad,
                                 setup_context=_setup_attention)
+
+
+def _setup_dropout(ctx, inputs: Tuple, output: Tensor) -> None:
+    _, ctx.p, seed = inputs
+    ctx.save_for_backward(seed)
+
+
+def _dropout_grad(ctx, grad: Tensor):
+    # The same mask, regenerated from the seed: the op is its own gradient.
+    seed, = ctx.saved_tensors
+    return _op('dropout')(grad, ctx.p, seed), None, None
+
+
+torch.library.register_autograd('pyg_gat_ext::dropout', _dropout_grad,
+                                setup_context=_setup_dropout)
 
 # The test override ##########################################################
 

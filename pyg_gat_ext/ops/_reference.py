@@ -142,6 +142,27 @@ def dropout_hash(edge: Tensor, heads: int, seed: Tuple[int, int]) -> Tensor:
     return h >> 8
 
 
+def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
+    r"""Dropout with a counter-based mask: element :obj:`k` of :obj:`x`
+    (in row-major order) is kept, times :math:`1 / (1 - p)`, when
+    :obj:`dropout_hash(k, 1, seed)` is at least :obj:`dropout_threshold(p)`;
+    else it is multiplied by zero (so NaN stays NaN, as in
+    :func:`torch.nn.functional.dropout`). The identity without a seed or
+    with :obj:`p = 0`. The mask depends on the seed and the index only: the
+    gradient is this function of the incoming gradient with the same seed.
+    """
+    x = x.contiguous()
+    if p <= 0.0 or seed is None:
+        return x.clone()
+    opmath = torch.float32 if x.dtype in (torch.float16,
+                                          torch.bfloat16) else x.dtype
+    index = torch.arange(x.numel(), device=x.device)
+    keep = dropout_hash(index, 1, seed_words(seed)).view(x.shape)
+    keep = keep >= dropout_threshold(p)
+    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    return (x.to(opmath) * (keep.to(opmath) * scale)).to(x.dtype)
+
+
 def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
                rowptr: Tensor, col: Tensor, csr_eid: Tensor, num_loops: int,
                remove_self_loops: bool, negative_slope: float):

@@ -2,6 +2,7 @@ r"""Triton (CUDA) kernels. Imported only when ``triton`` is installed, on the
 first launch; under ``TRITON_INTERPRET=1`` they also run on CPU tensors.
 Each launcher takes the arguments of its op's schema
 (:data:`pyg_gat_ext.ops._library.SCHEMAS`)."""
+from pyg_gat_ext.ops.triton.dropout import dropout
 from pyg_gat_ext.ops.triton.gat_attention import (
     gat_attention,
     gat_attention_backward,
@@ -14,5 +15,5 @@ from pyg_gat_ext.ops.triton.segment_softmax import (
 
 __all__ = [
     'segment_csr', 'segment_softmax', 'segment_softmax_backward',
-    'gat_attention', 'gat_attention_backward'
+    'gat_attention', 'gat_attention_backward', 'dropout'
 ]
