@@ -33,6 +33,7 @@ import torch_geometric.transforms as T
 from torch_geometric.datasets import Planetoid
 
 from pyg_gat_ext.memory import peak_memory
+from pyg_gat_ext.nn.functional import dropout
 
 ENV_ROOT = 'PYG_GAT_EXT_DATA'
 IMPLS = {
@@ -128,9 +129,11 @@ class GAT(torch.nn.Module):
                               concat=False, dropout=dropout)
 
     def forward(self, x, edge_index):
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        # pyg_gat_ext's dropout: torch's, with a counter-based mask (most of
+        # the step's time with torch's `bernoulli_`), for either layer.
+        x = dropout(x, p=self.dropout, training=self.training)
         x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, p=self.dropout, training=self.training)
+        x = dropout(x, p=self.dropout, training=self.training)
         return self.conv2(x, edge_index)
 
     @torch.no_grad()
