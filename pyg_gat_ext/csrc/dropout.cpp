@@ -28,8 +28,8 @@ at::Tensor dropout_cpu(const at::Tensor& x, double p,
     out.copy_(in);
     return out;
   }
-  // Dropout::factor(k, 0) unrolled into 32-bit lanes, so that the loop
-  // vectorises: the head word of head 0 is 0, and fmix32(h ^ 0) = fmix32(h).
+  // Dropout::factor(k, 0) with the key words, threshold and scale as
+  // locals of the loop, so that it vectorises (32-bit lanes).
   const uint32_t k0 = drop.k0, k1 = drop.k1;
   const uint32_t threshold = static_cast<uint32_t>(drop.threshold);
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -46,10 +46,8 @@ at::Tensor dropout_cpu(const at::Tensor& x, double p,
           const uint32_t a = k0, b = k1, t = threshold;
           const acc_t s = scale;
           for (int64_t k = begin; k < end; ++k) {
-            const uint64_t e = static_cast<uint64_t>(k);
-            uint32_t h = fmix32(a ^ static_cast<uint32_t>(e));
-            h = fmix32(fmix32(h ^ static_cast<uint32_t>(e >> 32) ^ b));
-            const acc_t f = (h >> 8) >= t ? s : acc_t(0);
+            const uint32_t h = dropout_hash(a, b, static_cast<uint64_t>(k), 0);
+            const acc_t f = h >= t ? s : acc_t(0);
             y[k] = static_cast<scalar_t>(static_cast<acc_t>(x[k]) * f);
           }
         });

@@ -24,6 +24,15 @@ inline uint32_t fmix32(uint32_t h) {
   return h;
 }
 
+// The 24-bit hash of (index, head) under the key words (k0, k1), as
+// pyg_gat_ext.ops._reference.dropout_hash.
+inline uint32_t dropout_hash(uint32_t k0, uint32_t k1, uint64_t index,
+                             uint32_t head) {
+  uint32_t h = fmix32(k0 ^ static_cast<uint32_t>(index & 0xFFFFFFFFu));
+  h = fmix32(h ^ static_cast<uint32_t>(index >> 32) ^ k1);
+  return fmix32(h ^ (head * 0x9E3779B9u)) >> 8;
+}
+
 // The dropout parameters: entry (edge, head) is kept (and scaled) when its
 // 24-bit hash is at least `threshold`, as pyg_gat_ext.ops._reference.
 struct Dropout {
@@ -53,13 +62,10 @@ struct Dropout {
   template <typename acc_t>
   acc_t factor(int64_t edge, int64_t head) const {
     if (!active) return acc_t(1);
-    const uint64_t e = static_cast<uint64_t>(edge);
-    uint32_t h = fmix32(k0 ^ static_cast<uint32_t>(e & 0xFFFFFFFFu));
-    h = fmix32(h ^ static_cast<uint32_t>(e >> 32) ^ k1);
-    h = fmix32(h ^ (static_cast<uint32_t>(head) * 0x9E3779B9u));
-    return static_cast<int64_t>(h >> 8) >= threshold
-               ? static_cast<acc_t>(scale)
-               : acc_t(0);
+    const uint32_t h = dropout_hash(k0, k1, static_cast<uint64_t>(edge),
+                                    static_cast<uint32_t>(head));
+    return static_cast<int64_t>(h) >= threshold ? static_cast<acc_t>(scale)
+                                                : acc_t(0);
   }
 };
 

@@ -594,10 +594,6 @@ void for_each_slice(const Input& in, F&& f) {
                                   });
 }
 
-}  // namespace
-
-namespace {
-
 at::Tensor softmax_segments(const at::Tensor& src, const at::Tensor& ptr,
                             const std::optional<at::Tensor>& perm,
                             int64_t dim) {

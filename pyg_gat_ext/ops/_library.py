@@ -143,10 +143,6 @@ for _name, _schema in SCHEMAS.items():
 # Fake kernels: output shapes for fake tensors and torch.compile. #########
 
 
-def _opmath(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
 @torch.library.register_fake('pyg_gat_ext::segment_csr')
 def _(index, num_nodes):
     return (index.new_empty(num_nodes + 1, dtype=torch.long),
@@ -170,7 +166,7 @@ def _(x, a_src, a_dst, edge_score, rowptr, col, csr_eid, colptr, row,
     num_dst, heads = rowptr.size(0) - 1, x.size(1)
     num_alpha = col.size(0) + num_loops if return_attention_weights else 0
     return (x.new_empty(num_dst, heads, x.size(2)),
-            x.new_empty(num_dst, heads, dtype=_opmath(x.dtype)),
+            x.new_empty(num_dst, heads, dtype=_reference.opmath(x.dtype)),
             x.new_empty(num_alpha, heads))
 
 

@@ -16,6 +16,12 @@ from torch import Tensor
 EPS = 1e-16
 
 
+def opmath(dtype: torch.dtype) -> torch.dtype:
+    r"""The type the ops compute in for inputs of :obj:`dtype`: float32 for
+    half precision, else :obj:`dtype` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def _broadcast(index: Tensor, src: Tensor, dim: int) -> Tensor:
     # View a 1-D `index` along `dim` of `src` and expand it to `src`'s shape,
     # as `scatter_reduce` needs.
@@ -154,13 +160,12 @@ def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
     x = x.contiguous()
     if p <= 0.0 or seed is None:
         return x.clone()
-    opmath = torch.float32 if x.dtype in (torch.float16,
-                                          torch.bfloat16) else x.dtype
+    acc = opmath(x.dtype)
     index = torch.arange(x.numel(), device=x.device)
     keep = dropout_hash(index, 1, seed_words(seed)).view(x.shape)
     keep = keep >= dropout_threshold(p)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-    return (x.to(opmath) * (keep.to(opmath) * scale)).to(x.dtype)
+    return (x.to(acc) * (keep.to(acc) * scale)).to(x.dtype)
 
 
 def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
@@ -263,9 +268,7 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
         # Edge ids are E + num_loops distinct integers below E + num_loops:
         weights = alpha.new_zeros(src.numel(), heads).index_put_((eid, ),
                                                                  alpha)
-    opmath = torch.float32 if x.dtype in (torch.float16,
-                                          torch.bfloat16) else x.dtype
-    return out, lse.to(opmath), weights
+    return out, lse.to(opmath(x.dtype)), weights
 
 
 def gat_attention_backward(

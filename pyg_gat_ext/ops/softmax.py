@@ -102,6 +102,11 @@ def segment_softmax(
                              f"entries but 'src' has {num_entries} along "
                              f"dimension {dim}")
         index = index.long()
+        if ptr is None and src.is_cuda and not torch.jit.is_scripting():
+            # The CUDA (Triton) kernels walk segments: group `index` once
+            # here, so that the backward reuses the grouping instead of
+            # sorting again (the C++ kernels stream `index`).
+            ptr, perm = torch.ops.pyg_gat_ext.segment_csr(index, N)
     return torch.ops.pyg_gat_ext.segment_softmax(src, index, ptr, perm, N,
                                                  dim)
 

@@ -8,8 +8,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyg_gat_ext.ops._reference import dropout_threshold, seed_words
-from pyg_gat_ext.ops.triton.gat_attention import _acc_dtype
+from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
 from pyg_gat_ext.ops.triton.gat_attention import _dropout as _factor
 
 
@@ -34,7 +33,7 @@ def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
     if p <= 0.0 or seed is None:
         return x.clone()
     k0, k1 = seed_words(seed)
-    acc = _acc_dtype(x.dtype)
+    acc = opmath(x.dtype)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     params = torch.tensor([scale], dtype=acc, device=x.device)
     out = torch.empty_like(x)

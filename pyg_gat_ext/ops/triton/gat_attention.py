@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyg_gat_ext.ops._reference import dropout_threshold, seed_words
+from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
 
 _M32 = 0xFFFFFFFF
 
@@ -261,10 +261,6 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
              mask=xmask)
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _config(x: Tensor, dropout: float, negative_slope: float):
     # Block sizes, the accumulator type, and the [slope, dropout scale]
     # parameters in that type (float arguments would be float32).
@@ -272,7 +268,7 @@ def _config(x: Tensor, dropout: float, negative_slope: float):
     block_h = triton.next_power_of_2(heads)
     block_c = triton.next_power_of_2(channels)
     block_e = max(1, min(64, 4096 // (block_h * block_c)))
-    acc = _acc_dtype(x.dtype)
+    acc = opmath(x.dtype)
     scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
     params = torch.tensor([negative_slope, scale], dtype=acc, device=x.device)
     tl_acc = tl.float64 if acc == torch.float64 else tl.float32
