@@ -181,9 +181,10 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.num_dst = rowptr.numel() - 1;
   in.num_edges = col.numel();
   in.num_loops = num_loops;
-  TORCH_CHECK(
+  TORCH_CHECK_TYPE(
       rowptr.scalar_type() == at::kLong && colptr.scalar_type() == at::kLong,
-      "gat_attention: rowptr and colptr must be int64");
+      "gat_attention: 'graph.rowptr' and 'graph.colptr' must be int64 (got ",
+      rowptr.scalar_type(), " and ", colptr.scalar_type(), ")");
   TORCH_CHECK(colptr.numel() == in.num_src + 1 && in.num_dst >= 0,
               "gat_attention: colptr must have N_src + 1 entries");
   TORCH_CHECK(csr_eid.numel() == in.num_edges && row.numel() == in.num_edges &&
@@ -217,29 +218,43 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.colptr = colptr.contiguous();
   in.row = row.contiguous();
   in.csc_eid = csc_eid.contiguous();
-  // A corrupt grouping must not send a kernel out of bounds: pointers must
-  // be sorted from 0 to E and indices in range (linear scans, cheap next to
-  // the E * H * C work of the kernels).
-  for (const auto* p : {&in.rowptr, &in.colptr}) {
+  // A corrupt grouping must not send a kernel out of bounds: pointers run
+  // from 0 to E without decreasing and indices lie in range (linear scans,
+  // cheap next to the E * H * C work of the kernels). This is the only
+  // check of a graph's contents on the C++ path: the Python front
+  // (ops/attention.py) leaves it to this function, with the same errors.
+  const std::pair<const char*, const at::Tensor*> pointers[] = {
+      {"rowptr", &in.rowptr}, {"colptr", &in.colptr}};
+  for (const auto& [name, p] : pointers) {
     const int64_t* d = p->data_ptr<int64_t>();
     const int64_t n = p->numel();
-    TORCH_CHECK(d[0] == 0 && d[n - 1] == in.num_edges,
-                "gat_attention: a pointer must run from 0 to E");
-    for (int64_t k = 1; k < n; ++k)
-      TORCH_CHECK(d[k - 1] <= d[k], "gat_attention: pointer not sorted");
+    int64_t drops = 0;
+    for (int64_t k = 1; k < n; ++k) drops += d[k - 1] > d[k];
+    TORCH_CHECK_VALUE(d[0] == 0 && d[n - 1] == in.num_edges && drops == 0,
+                      "gat_attention: 'graph.", name,
+                      "' must start at 0, end at the number of edges (",
+                      in.num_edges, ") and never decrease (got ", name,
+                      "[0]=", d[0], ", ", name, "[-1]=", d[n - 1], ", ", drops,
+                      " decreasing steps)");
   }
   AT_DISPATCH_INDEX_TYPES(index_type, "gat_attention", [&] {
-    const std::pair<const at::Tensor*, int64_t> ranges[] = {
-        {&in.col, in.num_src},
-        {&in.csr_eid, in.num_edges},
-        {&in.row, in.num_dst},
-        {&in.csc_eid, in.num_edges}};
-    for (const auto& [t, bound] : ranges) {
+    const std::tuple<const char*, const at::Tensor*, int64_t> ranges[] = {
+        {"col", &in.col, in.num_src},
+        {"csr_eid", &in.csr_eid, in.num_edges},
+        {"row", &in.row, in.num_dst},
+        {"csc_eid", &in.csc_eid, in.num_edges}};
+    for (const auto& [name, t, bound] : ranges) {
+      if (in.num_edges == 0) continue;
       const index_t* d = t->data_ptr<index_t>();
-      bool ok = true;
-      for (int64_t k = 0; k < in.num_edges; ++k)
-        ok &= d[k] >= 0 && static_cast<int64_t>(d[k]) < bound;
-      TORCH_CHECK_INDEX(ok, "gat_attention: graph index out of range");
+      index_t low = d[0], high = d[0];  // A loop that vectorises.
+      for (int64_t k = 1; k < in.num_edges; ++k) {
+        low = std::min(low, d[k]);
+        high = std::max(high, d[k]);
+      }
+      TORCH_CHECK_INDEX(low >= 0 && static_cast<int64_t>(high) < bound,
+                        "gat_attention: 'graph.", name, "' holds indices in [",
+                        low, ", ", high, "], out of range for [0, ", bound,
+                        ")");
     }
   });
   return in;

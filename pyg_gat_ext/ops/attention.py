@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 from torch_geometric import EdgeIndex, is_compiling
 
+from pyg_gat_ext.ops._library import kernel_backend
+
 
 class GATGraph(NamedTuple):
     r"""The edges of a graph grouped twice, as :func:`gat_attention` needs
@@ -87,8 +89,13 @@ def _remember_checked(graph: GATGraph) -> None:
 def _check_graph(graph: GATGraph) -> None:
     # A hand-made graph must not send a kernel out of bounds: pointers run
     # from 0 to E without decreasing, indices lie in range (one host
-    # synchronisation for all the facts). The C++ kernels check again; the
-    # Triton kernels rely on this.
+    # synchronisation for all the facts). Who checks a graph's contents:
+    # - the C++ kernels, in `check_inputs` (csrc/gat_attention.cpp), at
+    #   every call and with the same errors, so this is skipped for them;
+    # - the Triton kernels check nothing: they rely on this check, and on
+    #   `gat_graph()` for the graphs the layer builds (remembered below);
+    # - the reference relies on it for clear errors (its indexing is
+    #   bounds-checked by torch either way).
     if (not graph.col.is_inference()
             and _checked.get(graph.col) == _fingerprint(graph)):
         return
@@ -258,11 +265,13 @@ def gat_attention(
         a_dst (torch.Tensor, optional): Target attention scores
             :obj:`[N_dst, H]` (zero if :obj:`None`).
         graph (GATGraph): The edges, from :func:`gat_graph` or
-            :func:`cached_gat_graph`. Any other graph is checked on first
-            use (pointers from 0 to E, never decreasing; every index in
-            range; one host synchronisation) and raises if malformed, so
-            that no kernel reads out of bounds. The check cannot tell
-            whether its two groupings hold the same edges.
+            :func:`cached_gat_graph`. Any other graph is checked (pointers
+            from 0 to E, never decreasing; every index in range) and
+            raises if malformed, so that no kernel reads out of bounds: by
+            the C++ kernel at every call on CPU, else on first use (one
+            host synchronisation, again after an in-place change). The
+            check cannot tell whether its two groupings hold the same
+            edges.
         edge_score (torch.Tensor, optional): Per-edge scores
             :obj:`[E + num_loops, H]` by edge id, the implicit self-loops
             last. (default: :obj:`None`)
@@ -321,7 +330,7 @@ def gat_attention(
     if any(t.numel() != num_edges for t in graph[2:3] + graph[4:]):
         raise ValueError('gat_attention: the index tensors of \'graph\' '
                          'differ in length; build it with gat_graph()')
-    if not is_compiling():
+    if not is_compiling() and kernel_backend(x.device) != 'cpp':
         _check_graph(graph)
 
     seed = dropout_seed(dropout, generator)
