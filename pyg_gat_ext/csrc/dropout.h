@@ -24,13 +24,18 @@ inline uint32_t fmix32(uint32_t h) {
   return h;
 }
 
+// The part of the hash that depends on the index alone: computed once per
+// edge and shared by its heads.
+inline uint32_t dropout_index_hash(uint32_t k0, uint32_t k1, uint64_t index) {
+  const uint32_t h = fmix32(k0 ^ static_cast<uint32_t>(index & 0xFFFFFFFFu));
+  return fmix32(h ^ static_cast<uint32_t>(index >> 32) ^ k1);
+}
+
 // The 24-bit hash of (index, head) under the key words (k0, k1), as
 // pyg_gat_ext.ops._reference.dropout_hash.
 inline uint32_t dropout_hash(uint32_t k0, uint32_t k1, uint64_t index,
                              uint32_t head) {
-  uint32_t h = fmix32(k0 ^ static_cast<uint32_t>(index & 0xFFFFFFFFu));
-  h = fmix32(h ^ static_cast<uint32_t>(index >> 32) ^ k1);
-  return fmix32(h ^ (head * 0x9E3779B9u)) >> 8;
+  return fmix32(dropout_index_hash(k0, k1, index) ^ (head * 0x9E3779B9u)) >> 8;
 }
 
 // The dropout parameters: entry (edge, head) is kept (and scaled) when its
@@ -59,13 +64,23 @@ struct Dropout {
     scale = p >= 1.0 ? 0.0 : 1.0 / (1.0 - p);
   }
 
+  // f[h] = the factor of (edge, h) for every head: the index's part of the
+  // hash once, then a loop over heads that vectorises. All ones when
+  // inactive.
   template <typename acc_t>
-  acc_t factor(int64_t edge, int64_t head) const {
-    if (!active) return acc_t(1);
-    const uint32_t h = dropout_hash(k0, k1, static_cast<uint64_t>(edge),
-                                    static_cast<uint32_t>(head));
-    return static_cast<int64_t>(h) >= threshold ? static_cast<acc_t>(scale)
-                                                : acc_t(0);
+  void factors(int64_t edge, int64_t heads, acc_t* f) const {
+    if (!active) {
+      std::fill(f, f + heads, acc_t(1));
+      return;
+    }
+    const uint32_t e = dropout_index_hash(k0, k1, static_cast<uint64_t>(edge));
+    const uint32_t t = static_cast<uint32_t>(threshold);
+    const acc_t kept = static_cast<acc_t>(scale);
+    for (int64_t h = 0; h < heads; ++h) {
+      const uint32_t hash =
+          fmix32(e ^ (static_cast<uint32_t>(h) * 0x9E3779B9u)) >> 8;
+      f[h] = hash >= t ? kept : acc_t(0);
+    }
   }
 };
 

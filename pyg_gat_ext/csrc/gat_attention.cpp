@@ -362,6 +362,24 @@ inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
   }
 }
 
+// The same for `acc` holding two [H, C] blocks: row h goes to the first
+// block where z[h] > 0 and to the second elsewhere, so that one pass sums
+// the rows that the LeakyReLU derivative weights by 1 apart from those it
+// weights by `slope` (NaN goes second, as LeakyReLU' takes it to `slope`).
+template <int HT, typename scalar_t, typename acc_t>
+inline void add_weighted_row_by_sign(acc_t* __restrict acc, const acc_t* w,
+                                     const acc_t* z,
+                                     const scalar_t* __restrict row,
+                                     int64_t heads, int64_t C) {
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* __restrict ah = acc + (z[h] > acc_t(0) ? 0 : H * C) + h * C;
+    const scalar_t* __restrict rh = row + h * C;
+    const acc_t wh = w[h];
+    for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
+  }
+}
+
 // Forward: one worker per block of targets. For target i: the scores of
 // its edges (one gather of a_src rows), their maximum and sum of exp per
 // head (the log-sum-exp, saved), the attention weights (times the dropout
@@ -386,7 +404,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
     int64_t q = graph.ptr[i0];
-    std::vector<acc_t> m(H), s(H), acc(H * C);
+    std::vector<acc_t> m(H), s(H), f(H), acc(H * C);
     for (int64_t i = i0; i < i1; ++i) {
       // The rows of the edges up to kAhead positions past this node.
       for (const int64_t to =
@@ -435,9 +453,10 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       for (int64_t k = 0; k < n; ++k) {
         acc_t* w = ne.w.data() + k * H;
         for (int64_t h = 0; h < H; ++h) w[h] *= s[h];
-        if (drop.active)
-          for (int64_t h = 0; h < H; ++h)
-            w[h] *= drop.factor<acc_t>(ne.id[k], h);
+        if (drop.active) {
+          drop.factors(ne.id[k], H, f.data());
+          for (int64_t h = 0; h < H; ++h) w[h] *= f[h];
+        }
         if (pa)
           for (int64_t h = 0; h < H; ++h)
             pa[ne.id[k] * H + h] = static_cast<scalar_t>(w[h]);
@@ -481,10 +500,10 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
   const acc_t* z = ne.z.data() + k * H;
   const acc_t* a = ne.w.data() + k * H;
   const int64_t id = ne.id[k];
+  drop.factors(id, H, u);
   for (int64_t h = 0; h < H; ++h) {
-    const acc_t f = drop.active ? drop.factor<acc_t>(id, h) : acc_t(1);
     const acc_t lk = z[h] > acc_t(0) ? acc_t(1) : sc.slope;
-    u[h] = a[h] * f;
+    u[h] *= a[h];
     v[h] = u[h] * lk;
     s[h] = a[h] * lk;
   }
@@ -506,7 +525,10 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
 //                                                   Y_i = sum_j v x_j,
 //   sum_i dz = <x_j, sum_i v g_i> + sum_i alpha lk (f grad_alpha - D_i),
 // with u = alpha f and v = u lk: weighted row sums, as in the forward pass,
-// and one dot product per node.
+// and one dot product per node. As lk is 1 or `slope`, O = P + N and
+// Y = P + slope N with P (N) the sum of u x_j over the edges with z > 0
+// (z <= 0): one weighted row per edge, as in the forward pass, not two
+// (add_weighted_row_by_sign); likewise sum_i u g_i and sum_i v g_i.
 //
 // Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
 template <typename scalar_t, int HT>
@@ -527,8 +549,8 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
-    std::vector<acc_t> o(H * C), y(H * C), u(H), v(H), e(H), gu(H), gv(H),
-        sl(H), ex(2 * H), dots(2 * H);
+    std::vector<acc_t> pn(2 * H * C), u(H), v(H), e(H), gu(H), gv(H), sl(H),
+        ex(2 * H), dots(2 * H);
     int64_t q = graph.ptr[i0];
     for (int64_t i = i0; i < i1; ++i) {
       for (const int64_t to =
@@ -542,8 +564,7 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, i, true);
       attention<HT>(sc, ne, pl + i * H, false);
-      std::fill(o.begin(), o.end(), acc_t(0));
-      std::fill(y.begin(), y.end(), acc_t(0));
+      std::fill(pn.begin(), pn.end(), acc_t(0));
       std::fill(sl.begin(), sl.end(), acc_t(0));
       std::fill(ex.begin(), ex.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
@@ -555,18 +576,18 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
             ex[h] += gu[h];
             ex[H + h] += gv[h];
           }
-        const scalar_t* xj = x + ne.nbr[k] * H * C;
-        add_weighted_row<HT>(o.data(), u.data(), xj, H, C);
-        add_weighted_row<HT>(y.data(), v.data(), xj, H, C);
+        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
+                                     x + ne.nbr[k] * H * C, H, C);
       }
+      // dots: <g_i, P> then <g_i, N>.
       const scalar_t* gi = go + i * H * C;
-      head_dots<HT>(dots.data(), gi, o.data(), H, C);
-      head_dots<HT>(dots.data() + H, gi, y.data(), H, C);
+      head_dots<HT>(dots.data(), gi, pn.data(), H, C);
+      head_dots<HT>(dots.data() + H, gi, pn.data() + H * C, H, C);
       acc_t* d = pd + i * H;
       acc_t* gd = pg + i * H;
       for (int64_t h = 0; h < H; ++h) {
-        d[h] = dots[h] + ex[h];
-        gd[h] = dots[H + h] + ex[H + h] - d[h] * sl[h];
+        d[h] = dots[h] + dots[H + h] + ex[h];
+        gd[h] = dots[h] + sc.slope * dots[H + h] + ex[H + h] - d[h] * sl[h];
       }
     }
   });
@@ -597,8 +618,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
-    std::vector<acc_t> gx(H * C), gs(H * C), u(H), v(H), e(H), gu(H),
-        gv(H, acc_t(0)), t(H), ga(H);
+    std::vector<acc_t> pn(2 * H * C), u(H), v(H), e(H), gu(H), gv(H, acc_t(0)),
+        t(H), ga(H), dots(2 * H);
     int64_t q = graph.ptr[j0];
     for (int64_t j = j0; j < j1; ++j) {
       for (const int64_t to =
@@ -618,8 +639,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       raw_scores<HT>(sc, ne, j, false);
       attention<HT>(sc, ne, pl, true);
       const scalar_t* xj = x + j * H * C;
-      std::fill(gx.begin(), gx.end(), acc_t(0));
-      std::fill(gs.begin(), gs.end(), acc_t(0));
+      std::fill(pn.begin(), pn.end(), acc_t(0));
       std::fill(t.begin(), t.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
         const int64_t i = ne.nbr[k];
@@ -629,8 +649,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
         // gv stays zero without grad_alpha.
         for (int64_t h = 0; h < H; ++h) t[h] += gv[h] - e[h] * d[h];
         const scalar_t* gi = go + i * H * C;
-        add_weighted_row<HT>(gx.data(), u.data(), gi, H, C);
-        add_weighted_row<HT>(gs.data(), v.data(), gi, H, C);
+        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
+                                     gi, H, C);
         if (grad_edge) {
           head_dots<HT>(ga.data(), gi, xj, H, C);
           acc_t* ge = grad_edge + ne.id[k] * H;
@@ -638,10 +658,13 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
             ge[h] = v[h] * ga[h] + gv[h] - e[h] * d[h];
         }
       }
-      head_dots<HT>(ps + j * H, xj, gs.data(), H, C);
-      for (int64_t h = 0; h < H; ++h) ps[j * H + h] += t[h];
+      // grad_x_j = P + N, <x_j, sum_i v g_i> = <x_j, P> + slope <x_j, N>.
+      head_dots<HT>(dots.data(), xj, pn.data(), H, C);
+      head_dots<HT>(dots.data() + H, xj, pn.data() + H * C, H, C);
+      for (int64_t h = 0; h < H; ++h)
+        ps[j * H + h] = dots[h] + sc.slope * dots[H + h] + t[h];
       for (int64_t c = 0; c < H * C; ++c)
-        px[j * H * C + c] = static_cast<scalar_t>(gx[c]);
+        px[j * H * C + c] = static_cast<scalar_t>(pn[c] + pn[H * C + c]);
     }
   });
 }
