@@ -47,24 +47,24 @@ from pyg_gat_ext.ops import _cpp, _reference
 #: The schema of every op: the one place its arguments are written.
 SCHEMAS = {
     'segment_csr':
-    'segment_csr(Tensor index, int num_nodes) -> (Tensor, Tensor)',
+    'segment_csr(Tensor index, SymInt num_nodes) -> (Tensor, Tensor)',
     'segment_softmax':
     'segment_softmax(Tensor src, Tensor? index, Tensor? ptr, Tensor? perm, '
-    'int num_nodes, int dim) -> Tensor',
+    'SymInt num_nodes, int dim) -> Tensor',
     'segment_softmax_backward':
     'segment_softmax_backward(Tensor out, Tensor grad_out, Tensor? index, '
-    'Tensor? ptr, Tensor? perm, int num_nodes, int dim) -> Tensor',
+    'Tensor? ptr, Tensor? perm, SymInt num_nodes, int dim) -> Tensor',
     'gat_attention':
     'gat_attention(Tensor x, Tensor a_src, Tensor a_dst, Tensor? edge_score, '
     'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
-    'Tensor csc_eid, int num_loops, bool remove_self_loops, '
+    'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed, '
     'bool return_attention_weights) -> (Tensor, Tensor, Tensor)',
     'gat_attention_backward':
     'gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, '
     'Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, '
     'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
-    'Tensor csc_eid, int num_loops, bool remove_self_loops, '
+    'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed) -> '
     '(Tensor, Tensor, Tensor, Tensor)',
     'dropout':

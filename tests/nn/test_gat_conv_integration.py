@@ -170,6 +170,22 @@ def test_compile_fullgraph_default_arguments_on_the_fused_path():
     assert out.shape == (8, 8) and torch.isfinite(out).all()
 
 
+def test_compile_dynamic_compiles_once_for_every_graph_size():
+    # Mini-batches (NeighborLoader) change the node and edge counts at every
+    # step: the ops take them as SymInt, so one graph serves every size.
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    conv = GATConv(5, 4, heads=2)
+    compiled = torch.compile(conv, dynamic=True, fullgraph=True)
+    for num_nodes, num_edges in ((9, 20), (13, 31), (20, 47)):
+        x = torch.randn(num_nodes, 5)
+        edge_index = torch.randint(0, num_nodes, (2, num_edges))
+        _compare_compiled(conv, compiled, x, edge_index)
+    assert counters['stats']['unique_graphs'] == 1
+
+
 def _hetero_data():
     g = torch.Generator().manual_seed(0)
     data = HeteroData()
