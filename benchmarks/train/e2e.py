@@ -30,11 +30,14 @@ The providers run interleaved (rep 1 of each, then rep 2, ...), after
 (for the compile providers, the compilation; for eager ones, the first
 calls' overhead), graph_breaks the graph breaks torch.compile met while
 compiling, compiles_timed the number of graphs compiled during the timed
-reps (0 unless torch.compile recompiles). Times are the median and
+reps (0 unless torch.compile recompiles; else the status says so, and
+--where status=ok leaves the row out of the plot). Times are the median and
 the minimum over the reps; peak memory is that of one more step
 (pyg_gat_ext.memory.peak_memory: the growth of the peak RSS on CPU). A
 provider that fails (e.g. torch.compile) gets an error row and the others
-go on.
+go on; one that passes torch._dynamo's recompile limit (8 graphs per
+function, e.g. when every mini-batch size recompiles) fails rather than
+running eagerly under its name.
 
     python benchmarks/train/e2e.py --csv benchmarks/results/train_cpu.csv
     python benchmarks/train/e2e.py --quick --csv /tmp/smoke.csv
@@ -45,7 +48,8 @@ The speed-up over PyG as grouped bars, one panel per phase:
 
     python benchmarks/plot.py benchmarks/results/train_cpu.csv \
         --where status=ok --x workload --y speedup_vs_pyg \
-        --lines provider --panels phase --out docs/_static/train_cpu.png
+        --lines provider --panels phase --out docs/_static/train_cpu.png \
+        --title "GAT training and inference on CPU: speed-up over PyG"
 
 Cora's raw Planetoid files are read from --root (default:
 $PYG_GAT_EXT_DATA, else ../shared/data/Planetoid next to the checkout if
@@ -325,9 +329,6 @@ def run_phase(workload, phase, providers, batches, warmup, reps, device,
     for p in providers.values():
         row = rows[p.name] = dict(workload=workload, phase=phase,
                                   provider=p.name, status='ok')
-        if p.error is not None:  # Failed in an earlier phase.
-            row['status'] = p.error
-            continue
         steps[p.name] = p.step_fn(phase)
         try:
             set_dropout_state(p.ours)
@@ -361,7 +362,9 @@ def run_phase(workload, phase, providers, batches, warmup, reps, device,
                 _sync(device)
                 times[name].append(1e3 * (time.perf_counter() - start))
             except Exception as e:
-                p.error = rows[name]['status'] = _error(e)
+                p.error = rows[name]['status'] = (
+                    f'{_error(e)} (rep {r + 1}, after {compiles[name]} '
+                    f'recompiles in the timed reps)')
                 print(f'{workload} {phase} {name}: {p.error}',
                       file=sys.stderr)
                 del steps[name]
@@ -378,6 +381,8 @@ def run_phase(workload, phase, providers, batches, warmup, reps, device,
                    min_ms=round(min(times[name]), 3), reps=reps,
                    warmup=warmup, compiles_timed=compiles[name],
                    peak_mib=None if mem.mib is None else round(mem.mib, 1))
+        if compiles[name]:  # Its times include compilation.
+            row['status'] = f'recompiled {compiles[name]} times while timed'
         if profile:
             print_profile(f'{workload} {phase} {name}', step, batches[-1])
     for base in ('pyg', 'pyg_compile'):
@@ -546,6 +551,10 @@ def main(argv=None):
 
     mini = None
     rows = []
+    # A function past torch._dynamo's recompile limit would silently run
+    # eagerly under a compile provider's name: make it that provider's error.
+    fail_on_limit = torch._dynamo.config.fail_on_recompile_limit_hit
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
     try:
         for workload in args.workloads:
             reps = reps_of(workload)
@@ -570,6 +579,7 @@ def main(argv=None):
             rows += [{**row, **sizes, **info} for row in new]
     finally:  # Even after a failed check: torch's dropout again.
         pyg_gat_ext.unpatch()
+        torch._dynamo.config.fail_on_recompile_limit_hit = fail_on_limit
 
     print()
     print(format_table(rows))
