@@ -10,12 +10,14 @@ from torch import Tensor
 
 from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
 from pyg_gat_ext.ops.triton._launch import Launch
+from pyg_gat_ext.ops.triton.gat_attention import SEED_WORDS
 from pyg_gat_ext.ops.triton.gat_attention import _dropout as _factor
 
 
-@triton.jit
-def _dropout_fwd(x_ptr, y_ptr, param_ptr, num_elements, k0, k1, threshold,
-                 ACC: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=SEED_WORDS)
+def _dropout_fwd(x_ptr, y_ptr, param_ptr, num_elements, k0: tl.int64,
+                 k1: tl.int64, threshold, ACC: tl.constexpr,
+                 BLOCK: tl.constexpr):
     r"""Grid :obj:`(cdiv(numel, BLOCK),)`: program :obj:`b` multiplies
     elements :obj:`b * BLOCK ...` by their dropout factor (as a
     :obj:`[BLOCK, 1]` tile: the hash of (element, head 0))."""

@@ -24,6 +24,12 @@ from pyg_gat_ext.ops.triton._launch import Launch
 
 _M32 = 0xFFFFFFFF
 
+#: The dropout seed's key words (`k0: tl.int64, k1: tl.int64` in the
+#: kernels) are not specialised: each step draws a new seed, and Triton
+#: would otherwise compile a kernel per pattern of their values (32 or 64
+#: bits, divisible by 16 or not, equal to 1).
+SEED_WORDS = ('k0', 'k1')
+
 
 @triton.jit
 def _fmix32(h):
@@ -107,12 +113,13 @@ def _params(param_ptr, ACC: tl.constexpr):
     return tl.load(param_ptr).to(ACC), tl.load(param_ptr + 1).to(ACC)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SEED_WORDS)
 def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
              out_ptr, lse_ptr, alpha_ptr, param_ptr, num_edges, num_loops,
-             k0, k1, threshold, H, C, HAS_EDGE: tl.constexpr,
-             REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
-             RETURN_ATTENTION_WEIGHTS: tl.constexpr, ACC: tl.constexpr,
+             k0: tl.int64, k1: tl.int64, threshold, H, C,
+             HAS_EDGE: tl.constexpr, REMOVE_SELF_LOOPS: tl.constexpr,
+             DROPOUT: tl.constexpr, RETURN_ATTENTION_WEIGHTS: tl.constexpr,
+             ACC: tl.constexpr,
              BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
              BLOCK_C: tl.constexpr):
     r"""Grid :obj:`(N_dst,)`: program :obj:`i` computes the log-sum-exp of
@@ -164,10 +171,11 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
              acc.to(out_ptr.dtype.element_ty), mask=xmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SEED_WORDS)
 def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
                  ptr_ptr, src_ptr, eid_ptr, dz_ptr, gdst_ptr, param_ptr,
-                 num_edges, num_loops, k0, k1, threshold, H, C,
+                 num_edges, num_loops, k0: tl.int64, k1: tl.int64,
+                 threshold, H, C,
                  HAS_EDGE: tl.constexpr, HAS_GA: tl.constexpr,
                  REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
                  ACC: tl.constexpr, BLOCK_E: tl.constexpr,
@@ -225,10 +233,10 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
     tl.store(gdst_ptr + i * H + heads, gd, mask=hmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SEED_WORDS)
 def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
                  eid_ptr, dz_ptr, gx_ptr, gsrc_ptr, param_ptr, num_edges,
-                 num_loops, k0, k1, threshold, H, C,
+                 num_loops, k0: tl.int64, k1: tl.int64, threshold, H, C,
                  HAS_EDGE: tl.constexpr, REMOVE_SELF_LOOPS: tl.constexpr,
                  DROPOUT: tl.constexpr, ACC: tl.constexpr,
                  BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
