@@ -276,14 +276,20 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
              mask=xmask)
 
 
-def _config(x: Tensor, dropout: float, negative_slope: float):
+def _config(x: Tensor, dropout: float, negative_slope: float,
+            backward: bool):
     # Block sizes, the accumulator type, and the [slope, dropout scale]
-    # parameters in that type (float arguments would be float32).
+    # parameters in that type (float arguments would be float32). A
+    # [BLOCK_E, BLOCK_H, BLOCK_C] tile has at most 4096 elements in the
+    # forward pass, 2048 in float64 and in the backward kernels (which also
+    # hold a row of the output gradient): with more they spill registers on
+    # sm_80 and sm_90 (tests/ops/test_triton_compile.py).
     heads, channels = x.size(1), x.size(2)
     block_h = triton.next_power_of_2(heads)
     block_c = triton.next_power_of_2(channels)
-    block_e = max(1, min(64, 4096 // (block_h * block_c)))
     acc = opmath(x.dtype)
+    tile = 2048 if backward or acc == torch.float64 else 4096
+    block_e = max(1, min(64, tile // (block_h * block_c)))
     scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
     params = torch.tensor([negative_slope, scale], dtype=acc, device=x.device)
     tl_acc = tl.float64 if acc == torch.float64 else tl.float32
@@ -302,7 +308,7 @@ def gat_attention_launches(
     outputs :obj:`(out, lse, alpha)` it writes."""
     num_dst, heads, num_edges = rowptr.numel() - 1, x.size(1), col.numel()
     k0, k1 = seed_words(seed)
-    meta, params, acc = _config(x, dropout, negative_slope)
+    meta, params, acc = _config(x, dropout, negative_slope, False)
     out = x.new_empty(num_dst, heads, x.size(2))
     lse = x.new_empty(num_dst, heads, dtype=acc)
     alpha = x.new_empty(
@@ -342,7 +348,7 @@ def gat_attention_backward_launches(
     num_src, heads = x.size(0), x.size(1)
     num_dst, num_edges = rowptr.numel() - 1, col.numel()
     k0, k1 = seed_words(seed)
-    meta, params, acc = _config(x, dropout, negative_slope)
+    meta, params, acc = _config(x, dropout, negative_slope, True)
     grad_out = grad_out.to(x.dtype).contiguous()
     has_ga = grad_alpha is not None and grad_alpha.numel() > 0
     es = edge_score if edge_score is not None else a_src
