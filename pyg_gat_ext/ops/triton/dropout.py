@@ -1,7 +1,7 @@
 r"""Triton kernel of the counter-based dropout (see
 :func:`pyg_gat_ext.ops._reference.dropout`): the mask of the attention
 dropout's hash family, drawn per element, never stored."""
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import triton
@@ -9,12 +9,15 @@ import triton.language as tl
 from torch import Tensor
 
 from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
+from pyg_gat_ext.ops.triton._launch import Launch
+from pyg_gat_ext.ops.triton.gat_attention import SEED_WORDS
 from pyg_gat_ext.ops.triton.gat_attention import _dropout as _factor
 
 
-@triton.jit
-def _dropout_fwd(x_ptr, y_ptr, param_ptr, num_elements, k0, k1, threshold,
-                 ACC: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=SEED_WORDS)
+def _dropout_fwd(x_ptr, y_ptr, param_ptr, num_elements, k0: tl.int64,
+                 k1: tl.int64, threshold, ACC: tl.constexpr,
+                 BLOCK: tl.constexpr):
     r"""Grid :obj:`(cdiv(numel, BLOCK),)`: program :obj:`b` multiplies
     elements :obj:`b * BLOCK ...` by their dropout factor (as a
     :obj:`[BLOCK, 1]` tile: the hash of (element, head 0))."""
@@ -27,20 +30,30 @@ def _dropout_fwd(x_ptr, y_ptr, param_ptr, num_elements, k0, k1, threshold,
              mask=mask)
 
 
-def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
-    r"""Launches :func:`_dropout_fwd`."""
+def dropout_launches(x: Tensor, p: float,
+                     seed: Optional[Tensor]) -> Tuple[List[Launch], Tensor]:
+    r"""The launch of :func:`_dropout_fwd` for the op's arguments (none when
+    nothing is dropped), and the output it writes."""
     x = x.contiguous()
     if p <= 0.0 or seed is None:
-        return x.clone()
+        return [], x.clone()
     k0, k1 = seed_words(seed)
     acc = opmath(x.dtype)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     params = torch.tensor([scale], dtype=acc, device=x.device)
     out = torch.empty_like(x)
-    if x.numel() > 0:
-        block = 1024
-        _dropout_fwd[(triton.cdiv(x.numel(), block), )](
-            x, out, params, x.numel(), k0, k1, dropout_threshold(p),
-            ACC=tl.float64 if acc == torch.float64 else tl.float32,
-            BLOCK=block)
+    block = 1024
+    launch = Launch(
+        _dropout_fwd, (triton.cdiv(x.numel(), block), ),
+        (x, out, params, x.numel(), k0, k1, dropout_threshold(p)),
+        dict(ACC=tl.float64 if acc == torch.float64 else tl.float32,
+             BLOCK=block))
+    return [launch], out
+
+
+def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
+    r"""Launches :func:`_dropout_fwd`."""
+    launches, out = dropout_launches(x, p, seed)
+    for launch in launches:
+        launch()
     return out

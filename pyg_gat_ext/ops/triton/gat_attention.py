@@ -12,7 +12,7 @@ in registers: no :obj:`[E, H, C]` tensor, no atomics, deterministic. Scores,
 softmax statistics and accumulators are float32 for half and bfloat16 input,
 float64 for float64 input.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import triton
@@ -20,8 +20,15 @@ import triton.language as tl
 from torch import Tensor
 
 from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
+from pyg_gat_ext.ops.triton._launch import Launch
 
 _M32 = 0xFFFFFFFF
+
+#: The dropout seed's key words (`k0: tl.int64, k1: tl.int64` in the
+#: kernels) are not specialised: each step draws a new seed, and Triton
+#: would otherwise compile a kernel per pattern of their values (32 or 64
+#: bits, divisible by 16 or not, equal to 1).
+SEED_WORDS = ('k0', 'k1')
 
 
 @triton.jit
@@ -80,44 +87,49 @@ def _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask, slope, H,
 
 
 @triton.jit
-def _program(ptr_ptr, param_ptr, num_loops, H, C, ACC: tl.constexpr,
-             BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
-             BLOCK_C: tl.constexpr):
-    # What every program starts from: its node, the range of its positions
-    # (`end` past `hi` when the node has an implicit self-loop), the head
-    # and [H, C] tile indices and masks, the slope and dropout scale, and the
-    # node repeated over a block of edges.
+def _node_range(ptr_ptr, num_loops):
+    # The program's node and the range [lo, end) of its positions: `end` is
+    # past `hi` when the node has an implicit self-loop.
     node = tl.program_id(0).to(tl.int64)
     lo = tl.load(ptr_ptr + node)
     hi = tl.load(ptr_ptr + node + 1)
-    end = hi + (node < num_loops).to(hi.dtype)
-    heads = tl.arange(0, BLOCK_H)
-    hmask = heads < H
-    chans = tl.arange(0, BLOCK_C)
-    xmask = hmask[:, None] & (chans < C)[None, :]
-    tile = heads[:, None] * C + chans[None, :]
-    slope = tl.load(param_ptr).to(ACC)
-    scale = tl.load(param_ptr + 1).to(ACC)
-    nodes = tl.zeros([BLOCK_E], tl.int64) + node
-    return (node, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
-            nodes)
+    return node, lo, hi, hi + (node < num_loops).to(hi.dtype)
 
 
 @triton.jit
+def _head_tile(H, C, BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr):
+    # The heads and their mask, and the offsets and mask of the [H, C] tile
+    # of a node's row.
+    heads = tl.arange(0, BLOCK_H)
+    hmask = heads < H
+    chans = tl.arange(0, BLOCK_C)
+    tile = heads[:, None] * C + chans[None, :]
+    return heads, hmask, tile, hmask[:, None] & (chans < C)[None, :]
+
+
+@triton.jit
+def _params(param_ptr, ACC: tl.constexpr):
+    # The LeakyReLU slope and the dropout scale.
+    return tl.load(param_ptr).to(ACC), tl.load(param_ptr + 1).to(ACC)
+
+
+@triton.jit(do_not_specialize=SEED_WORDS)
 def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
              out_ptr, lse_ptr, alpha_ptr, param_ptr, num_edges, num_loops,
-             k0, k1, threshold, H, C, HAS_EDGE: tl.constexpr,
-             REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
-             RETURN_ATTENTION_WEIGHTS: tl.constexpr, ACC: tl.constexpr,
+             k0: tl.int64, k1: tl.int64, threshold, H, C,
+             HAS_EDGE: tl.constexpr, REMOVE_SELF_LOOPS: tl.constexpr,
+             DROPOUT: tl.constexpr, RETURN_ATTENTION_WEIGHTS: tl.constexpr,
+             ACC: tl.constexpr,
              BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
              BLOCK_C: tl.constexpr):
     r"""Grid :obj:`(N_dst,)`: program :obj:`i` computes the log-sum-exp of
     the scores of target :obj:`i`'s edges per head (first walk, online), then
     :obj:`out[i] = sum_j alpha_ji * dropout * x_j` (second walk), and the
     weights by edge id if :obj:`RETURN_ATTENTION_WEIGHTS`."""
-    (i, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
-     dst) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
-                     BLOCK_H, BLOCK_C)
+    i, lo, hi, end = _node_range(ptr_ptr, num_loops)
+    heads, hmask, tile, xmask = _head_tile(H, C, BLOCK_H, BLOCK_C)
+    slope, scale = _params(param_ptr, ACC)
+    dst = tl.zeros([BLOCK_E], tl.int64) + i
 
     m = tl.full([BLOCK_H], float('-inf'), ACC)
     s = tl.zeros([BLOCK_H], ACC)
@@ -159,10 +171,11 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
              acc.to(out_ptr.dtype.element_ty), mask=xmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SEED_WORDS)
 def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
                  ptr_ptr, src_ptr, eid_ptr, dz_ptr, gdst_ptr, param_ptr,
-                 num_edges, num_loops, k0, k1, threshold, H, C,
+                 num_edges, num_loops, k0: tl.int64, k1: tl.int64,
+                 threshold, H, C,
                  HAS_EDGE: tl.constexpr, HAS_GA: tl.constexpr,
                  REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
                  ACC: tl.constexpr, BLOCK_E: tl.constexpr,
@@ -172,9 +185,10 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
     edge id while :obj:`D_i = sum alpha * g_alpha` accumulates, then turns
     it into the score gradient :obj:`alpha (g_alpha - D_i) LeakyReLU'(z)`
     (zero for left-out edges), summed into :obj:`grad_a_dst[i]`."""
-    (i, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
-     dst) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
-                     BLOCK_H, BLOCK_C)
+    i, lo, hi, end = _node_range(ptr_ptr, num_loops)
+    heads, hmask, tile, xmask = _head_tile(H, C, BLOCK_H, BLOCK_C)
+    slope, scale = _params(param_ptr, ACC)
+    dst = tl.zeros([BLOCK_E], tl.int64) + i
     lse = tl.load(lse_ptr + i * H + heads, mask=hmask, other=0.0).to(ACC)
     gi = tl.load(go_ptr + i * (H * C) + tile, mask=xmask, other=0.0).to(ACC)
 
@@ -219,10 +233,10 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
     tl.store(gdst_ptr + i * H + heads, gd, mask=hmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SEED_WORDS)
 def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
                  eid_ptr, dz_ptr, gx_ptr, gsrc_ptr, param_ptr, num_edges,
-                 num_loops, k0, k1, threshold, H, C,
+                 num_loops, k0: tl.int64, k1: tl.int64, threshold, H, C,
                  HAS_EDGE: tl.constexpr, REMOVE_SELF_LOOPS: tl.constexpr,
                  DROPOUT: tl.constexpr, ACC: tl.constexpr,
                  BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -231,9 +245,10 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
     source :obj:`j`'s edges into :obj:`grad_a_src[j]` and computes
     :obj:`grad_x[j] = sum_i alpha_ji * dropout * g_i`, the attention
     recomputed from each target's log-sum-exp."""
-    (j, lo, hi, end, heads, hmask, xmask, tile, slope, scale,
-     src) = _program(ptr_ptr, param_ptr, num_loops, H, C, ACC, BLOCK_E,
-                     BLOCK_H, BLOCK_C)
+    j, lo, hi, end = _node_range(ptr_ptr, num_loops)
+    heads, hmask, tile, xmask = _head_tile(H, C, BLOCK_H, BLOCK_C)
+    slope, scale = _params(param_ptr, ACC)
+    src = tl.zeros([BLOCK_E], tl.int64) + j
 
     gs = tl.zeros([BLOCK_H], ACC)
     acc = tl.zeros([BLOCK_H, BLOCK_C], ACC)
@@ -261,14 +276,20 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
              mask=xmask)
 
 
-def _config(x: Tensor, dropout: float, negative_slope: float):
+def _config(x: Tensor, dropout: float, negative_slope: float,
+            backward: bool):
     # Block sizes, the accumulator type, and the [slope, dropout scale]
-    # parameters in that type (float arguments would be float32).
+    # parameters in that type (float arguments would be float32). A
+    # [BLOCK_E, BLOCK_H, BLOCK_C] tile has at most 4096 elements in the
+    # forward pass, 2048 in float64 and in the backward kernels (which also
+    # hold a row of the output gradient): with more they spill registers on
+    # sm_80 and sm_90 (tests/ops/test_triton_compile.py).
     heads, channels = x.size(1), x.size(2)
     block_h = triton.next_power_of_2(heads)
     block_c = triton.next_power_of_2(channels)
-    block_e = max(1, min(64, 4096 // (block_h * block_c)))
     acc = opmath(x.dtype)
+    tile = 2048 if backward or acc == torch.float64 else 4096
+    block_e = max(1, min(64, tile // (block_h * block_c)))
     scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
     params = torch.tensor([negative_slope, scale], dtype=acc, device=x.device)
     tl_acc = tl.float64 if acc == torch.float64 else tl.float32
@@ -276,46 +297,58 @@ def _config(x: Tensor, dropout: float, negative_slope: float):
                 BLOCK_H=block_h, BLOCK_C=block_c), params, acc
 
 
-def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
-                  edge_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
-                  csr_eid: Tensor, colptr: Tensor, row: Tensor,
-                  csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
-                  negative_slope: float, dropout: float,
-                  seed: Optional[Tensor], return_attention_weights: bool
-                  ) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""Launches :func:`_gat_fwd`: returns :obj:`(out, lse, alpha)`."""
+def gat_attention_launches(
+        x: Tensor, a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
+        rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
+        row: Tensor, csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
+        negative_slope: float, dropout: float, seed: Optional[Tensor],
+        return_attention_weights: bool
+) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor]]:
+    r"""The launch of :func:`_gat_fwd` for the op's arguments, and the
+    outputs :obj:`(out, lse, alpha)` it writes."""
     num_dst, heads, num_edges = rowptr.numel() - 1, x.size(1), col.numel()
     k0, k1 = seed_words(seed)
-    meta, params, acc = _config(x, dropout, negative_slope)
+    meta, params, acc = _config(x, dropout, negative_slope, False)
     out = x.new_empty(num_dst, heads, x.size(2))
     lse = x.new_empty(num_dst, heads, dtype=acc)
     alpha = x.new_empty(
         num_edges + num_loops if return_attention_weights else 0, heads)
-    if num_dst > 0:
-        es = edge_score if edge_score is not None else a_src
-        _gat_fwd[(num_dst, )](
-            x, a_src, a_dst, es, rowptr, col, csr_eid, out, lse, alpha,
-            params, num_edges, num_loops, k0, k1, dropout_threshold(dropout),
-            HAS_EDGE=edge_score is not None,
-            REMOVE_SELF_LOOPS=remove_self_loops, DROPOUT=dropout > 0.0,
-            RETURN_ATTENTION_WEIGHTS=return_attention_weights, **meta)
-    return out, lse, alpha
+    es = edge_score if edge_score is not None else a_src
+    launch = Launch(
+        _gat_fwd, (num_dst, ),
+        (x, a_src, a_dst, es, rowptr, col, csr_eid, out, lse, alpha, params,
+         num_edges, num_loops, k0, k1, dropout_threshold(dropout)),
+        dict(HAS_EDGE=edge_score is not None,
+             REMOVE_SELF_LOOPS=remove_self_loops, DROPOUT=dropout > 0.0,
+             RETURN_ATTENTION_WEIGHTS=return_attention_weights, **meta))
+    return [launch], (out, lse, alpha)
 
 
-def gat_attention_backward(
-        grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor,
-        a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
-        lse: Tensor, rowptr: Tensor, col: Tensor, csr_eid: Tensor,
-        colptr: Tensor, row: Tensor, csc_eid: Tensor, num_loops: int,
-        remove_self_loops: bool, negative_slope: float, dropout: float,
-        seed: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src`: returns the
-    gradients of :obj:`x`, :obj:`a_src`, :obj:`a_dst` and
-    :obj:`edge_score`."""
+def gat_attention(*args, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Launches :func:`_gat_fwd` (arguments as
+    :func:`gat_attention_launches`): returns :obj:`(out, lse, alpha)`."""
+    launches, outputs = gat_attention_launches(*args, **kwargs)
+    for launch in launches:
+        launch()
+    return outputs
+
+
+def gat_attention_backward_launches(
+    grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor, a_src: Tensor,
+    a_dst: Tensor, edge_score: Optional[Tensor], lse: Tensor, rowptr: Tensor,
+    col: Tensor, csr_eid: Tensor, colptr: Tensor, row: Tensor,
+    csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
+    negative_slope: float, dropout: float, seed: Optional[Tensor]
+) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]]:
+    r"""The launches of :func:`_gat_bwd_dst` then :func:`_gat_bwd_src` for
+    the op's arguments, and the buffers they write: :obj:`grad_x`, the score
+    gradients of the sources and targets (in the accumulator type), and the
+    per-edge score gradients when there are edge scores (else
+    :obj:`None`)."""
     num_src, heads = x.size(0), x.size(1)
     num_dst, num_edges = rowptr.numel() - 1, col.numel()
     k0, k1 = seed_words(seed)
-    meta, params, acc = _config(x, dropout, negative_slope)
+    meta, params, acc = _config(x, dropout, negative_slope, True)
     grad_out = grad_out.to(x.dtype).contiguous()
     has_ga = grad_alpha is not None and grad_alpha.numel() > 0
     es = edge_score if edge_score is not None else a_src
@@ -327,16 +360,31 @@ def gat_attention_backward(
                   REMOVE_SELF_LOOPS=remove_self_loops,
                   DROPOUT=dropout > 0.0, **meta)
     threshold = dropout_threshold(dropout)
-    if num_dst > 0:
-        _gat_bwd_dst[(num_dst, )](
-            grad_out, grad_alpha.contiguous() if has_ga else dz, x, a_src,
-            a_dst, es, lse, rowptr, col, csr_eid, dz, grad_dst, params,
-            num_edges, num_loops, k0, k1, threshold, HAS_GA=has_ga, **common)
-    if num_src > 0:
-        _gat_bwd_src[(num_src, )](
-            grad_out, a_src, a_dst, es, lse, colptr, row, csc_eid, dz, grad_x,
-            grad_src, params, num_edges, num_loops, k0, k1, threshold,
-            **common)
-    grad_edge = (dz.to(x.dtype) if edge_score is not None else x.new_empty(
-        0, heads))
-    return grad_x, grad_src.to(x.dtype), grad_dst.to(x.dtype), grad_edge
+    launches = [
+        Launch(_gat_bwd_dst, (num_dst, ),
+               (grad_out, grad_alpha.contiguous() if has_ga else dz, x,
+                a_src, a_dst, es, lse, rowptr, col, csr_eid, dz, grad_dst,
+                params, num_edges, num_loops, k0, k1, threshold),
+               dict(HAS_GA=has_ga, **common)),
+        Launch(_gat_bwd_src, (num_src, ),
+               (grad_out, a_src, a_dst, es, lse, colptr, row, csc_eid, dz,
+                grad_x, grad_src, params, num_edges, num_loops, k0, k1,
+                threshold), common),
+    ]
+    return launches, (grad_x, grad_src, grad_dst,
+                      dz if edge_score is not None else None)
+
+
+def gat_attention_backward(*args,
+                           **kwargs) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src` (arguments
+    as :func:`gat_attention_backward_launches`): returns the gradients of
+    :obj:`x`, :obj:`a_src`, :obj:`a_dst` and :obj:`edge_score`."""
+    launches, (grad_x, grad_src, grad_dst,
+               dz) = gat_attention_backward_launches(*args, **kwargs)
+    for launch in launches:
+        launch()
+    dtype = grad_x.dtype
+    grad_edge = (dz.to(dtype)
+                 if dz is not None else grad_x.new_empty(0, grad_x.size(1)))
+    return grad_x, grad_src.to(dtype), grad_dst.to(dtype), grad_edge

@@ -7,7 +7,7 @@ is reduced by one program, so results are deterministic. Half and bfloat16
 inputs are computed in float32, float64 inputs in float64.
 """
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import triton
@@ -15,6 +15,7 @@ import triton.language as tl
 from torch import Tensor
 
 from pyg_gat_ext.ops import _reference
+from pyg_gat_ext.ops.triton._launch import Launch
 
 EPS = tl.constexpr(_reference.EPS)
 
@@ -133,27 +134,34 @@ def _segment_softmax_bwd(
                      dx.to(grad_src_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
-            dim: int) -> Tensor:
-    # Runs `kernel` over `tensors` (contiguous, same shape; the result is
-    # written into a new tensor shaped like them) and returns the result.
+def _launches(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
+              dim: int) -> Tuple[List[Launch], Tensor]:
+    # The launch of `kernel` over `tensors` (contiguous, same shape; the
+    # result is written into a new tensor shaped like them, returned too).
     first = tensors[0]
     result = torch.empty_like(first)
     outer = math.prod(first.shape[:dim])
     num_entries, width = first.size(dim), math.prod(first.shape[dim + 1:])
     num_segments = ptr.numel() - 1
     if first.numel() == 0 or num_segments == 0:
-        return result
+        return [], result
     block_w = min(triton.next_power_of_2(max(width, 1)), 64)
     rows = 4 if num_segments >= 4096 else 1
     grid = (triton.cdiv(num_segments, rows), outer,
             triton.cdiv(width, block_w))
-    kernel[grid](
-        *tensors, result, ptr, perm if perm is not None else ptr,
-        num_segments, num_entries, width, HAS_PERM=perm is not None,
-        ROWS=rows, BLOCK_E=max(16, min(128, 2048 // block_w)),
-        BLOCK_W=block_w,
-        ACC=tl.float64 if first.dtype == torch.float64 else tl.float32)
+    launch = Launch(
+        kernel, grid,
+        (*tensors, result, ptr, perm if perm is not None else ptr,
+         num_segments, num_entries, width),
+        dict(HAS_PERM=perm is not None, ROWS=rows,
+             BLOCK_E=max(16, min(128, 2048 // block_w)), BLOCK_W=block_w,
+             ACC=tl.float64 if first.dtype == torch.float64 else tl.float32))
+    return [launch], result
+
+
+def _run(launches: List[Launch], result: Tensor) -> Tensor:
+    for launch in launches:
+        launch()
     return result
 
 
@@ -167,22 +175,38 @@ def _grouping(index: Optional[Tensor], ptr: Optional[Tensor],
     return torch.ops.pyg_gat_ext.segment_csr(index, num_nodes)
 
 
-def segment_softmax(src: Tensor, index: Optional[Tensor],
-                    ptr: Optional[Tensor], perm: Optional[Tensor],
-                    num_nodes: int, dim: int) -> Tensor:
-    r"""Launches :func:`_segment_softmax_fwd` (see there for the grid)."""
+def segment_softmax_launches(
+        src: Tensor, index: Optional[Tensor], ptr: Optional[Tensor],
+        perm: Optional[Tensor], num_nodes: int,
+        dim: int) -> Tuple[List[Launch], Tensor]:
+    r"""The launch of :func:`_segment_softmax_fwd` for the op's arguments
+    (none for empty input), and the output it writes."""
     ptr, perm = _grouping(index, ptr, perm, num_nodes)
-    return _launch(_segment_softmax_fwd, [src.contiguous()], ptr, perm, dim)
+    return _launches(_segment_softmax_fwd, [src.contiguous()], ptr, perm,
+                     dim)
 
 
-def segment_softmax_backward(out: Tensor, grad_out: Tensor,
-                             index: Optional[Tensor], ptr: Optional[Tensor],
-                             perm: Optional[Tensor], num_nodes: int,
-                             dim: int) -> Tensor:
-    r"""Launches :func:`_segment_softmax_bwd` (see there for the grid)."""
+def segment_softmax(*args, **kwargs) -> Tensor:
+    r"""Launches :func:`_segment_softmax_fwd` (see there for the grid;
+    arguments as :func:`segment_softmax_launches`)."""
+    return _run(*segment_softmax_launches(*args, **kwargs))
+
+
+def segment_softmax_backward_launches(
+        out: Tensor, grad_out: Tensor, index: Optional[Tensor],
+        ptr: Optional[Tensor], perm: Optional[Tensor], num_nodes: int,
+        dim: int) -> Tuple[List[Launch], Tensor]:
+    r"""The launch of :func:`_segment_softmax_bwd` for the op's arguments
+    (none for empty input), and the output it writes."""
     ptr, perm = _grouping(index, ptr, perm, num_nodes)
     tensors = [out.contiguous(), grad_out.to(out.dtype).contiguous()]
-    return _launch(_segment_softmax_bwd, tensors, ptr, perm, dim)
+    return _launches(_segment_softmax_bwd, tensors, ptr, perm, dim)
+
+
+def segment_softmax_backward(*args, **kwargs) -> Tensor:
+    r"""Launches :func:`_segment_softmax_bwd` (see there for the grid;
+    arguments as :func:`segment_softmax_backward_launches`)."""
+    return _run(*segment_softmax_backward_launches(*args, **kwargs))
 
 
 def segment_csr(index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
