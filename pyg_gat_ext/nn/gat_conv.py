@@ -31,6 +31,24 @@ else:
     from torch.jit import _overload_method as overload
 
 
+def head_scores(x: Tensor, att: Tensor) -> Tensor:
+    r"""PyG's :obj:`(x * att).sum(dim=-1)` for node features :obj:`x` of
+    shape :obj:`[N, H, C]` and :obj:`att` of shape :obj:`[1, H, C]`: the
+    attention score of every node and head, as one matrix product with
+    :obj:`att` laid out block-diagonally (:obj:`[H * C, H]`), which reads
+    :obj:`x` once and forms no :obj:`[N, H, C]` product, forward or
+    backward. Under autocast, or for mixed dtypes, PyG's expression (whose
+    precision autocast keeps)."""
+    heads, channels = x.size(1), x.size(2)
+    if (x.dtype != att.dtype or torch.is_autocast_enabled()
+            or x.numel() == 0):
+        return (x * att).sum(dim=-1)
+    eye = torch.eye(heads, dtype=att.dtype, device=att.device)
+    block = (att.reshape(heads, channels, 1) * eye.unsqueeze(1)).reshape(
+        heads * channels, heads)
+    return x.reshape(-1, heads * channels) @ block
+
+
 class GATConv(MessagePassing):
     r"""The graph attentional operator from the `"Graph Attention Networks"
     <https://arxiv.org/abs/1710.10903>`_ paper, a drop-in replacement for
@@ -350,8 +368,8 @@ class GATConv(MessagePassing):
                     x_dst = self.lin_dst(x_dst).view(-1, H, C)
 
         # Node-level attention scores of source and target nodes:
-        alpha_src = (x_src * self.att_src).sum(dim=-1)
-        alpha_dst = None if x_dst is None else (x_dst * self.att_dst).sum(-1)
+        alpha_src = head_scores(x_src, self.att_src)
+        alpha_dst = None if x_dst is None else head_scores(x_dst, self.att_dst)
 
         use_fused = self._fused_in_script
         if not torch.jit.is_scripting():
