@@ -4,6 +4,12 @@ forward+backward, on synthetic graphs with uniform and power-law in-degrees:
 time and peak memory side by side in one run, as ratios, written to a CSV.
 
     python benchmarks/nn/gat_conv.py --device cpu --csv out.csv
+    python benchmarks/nn/gat_conv.py --device cuda --nodes 2000000 \
+        --edges 50000000 --configs 8x8:uniform --csv out.csv
+
+A step that runs out of device memory (PyG's layer, at sizes where its
+:obj:`[E, heads, channels]` messages do not fit) is recorded as ``oom``
+and the benchmark goes on; the CSV is rewritten after every row.
 
 Times are the minimum (and median) over repetitions on CPU and
 ``triton.testing.do_bench`` on CUDA. Peak memory is what one step needs
@@ -119,6 +125,36 @@ def kernel_bound(x, edge_index, conv, device, mode):
     return ms, 1e3 * need / copy_bandwidth(device)
 
 
+#: What a CSV cell holds for a step that ran out of device memory.
+OOM = 'oom'
+
+
+def ratio(num, den):
+    r"""``num / den`` rounded, or :obj:`None` where either is missing or
+    :obj:`OOM`."""
+    if not isinstance(num, (int, float)) or not isinstance(den, (int, float)):
+        return None
+    return round(num / den, 2) if den else None
+
+
+def free_memory(conv, device):
+    r"""Releases what a step left behind (after an out-of-memory error:
+    gradients, cached allocator blocks) before the next one."""
+    if conv is not None:
+        conv.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()
+
+
+def write_csv(path, rows):
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -159,43 +195,55 @@ def main(argv=None):
                        channels=channels, graph=kind, mode=mode)
             for name, conv in layers.items():
                 step = step_fn(conv, x, edge_index, mode)
-                step()  # Warm-up: kernel build, graph cache.
-                gc.collect()
-                with peak_memory(device) as mem:
-                    step()
-                best, median = time_ms(step, device, args.reps)
-                row[f'{name}_ms'] = round(best, 3)
-                row[f'{name}_median_ms'] = round(median, 3)
-                row[f'{name}_peak_mib'] = (None if mem.mib is None else
+                try:
+                    step()  # Warm-up: kernel build, graph cache.
+                    gc.collect()
+                    with peak_memory(device) as mem:
+                        step()
+                    best, median = time_ms(step, device, args.reps)
+                except torch.OutOfMemoryError:
+                    # PyG's layer forms [E, heads, channels] messages and
+                    # may not fit where the fused layer does: a result.
+                    best = median = None
+                row[f'{name}_ms'] = OOM if best is None else round(best, 3)
+                row[f'{name}_median_ms'] = (OOM if median is None else
+                                            round(median, 3))
+                row[f'{name}_peak_mib'] = (OOM if best is None else
+                                           None if mem.mib is None else
                                            round(mem.mib, 1))
+                if best is None:
+                    free_memory(conv, device)
             row['graph_cache_mib'] = (None if cache_mem.mib is None else
                                       round(cache_mem.mib, 1))
-            row['speedup'] = round(row['pyg_ms'] / row['ours_ms'], 2)
-            row['speedup_median'] = round(
-                row['pyg_median_ms'] / row['ours_median_ms'], 2)
-            if row['ours_peak_mib'] and row['pyg_peak_mib']:
-                row['memory_ratio'] = round(
-                    row['pyg_peak_mib'] / row['ours_peak_mib'], 2)
+            row['speedup'] = ratio(row['pyg_ms'], row['ours_ms'])
+            row['speedup_median'] = ratio(row['pyg_median_ms'],
+                                          row['ours_median_ms'])
+            row['memory_ratio'] = ratio(row['pyg_peak_mib'],
+                                        row['ours_peak_mib'])
             if device.type == 'cuda':
-                kernel_ms, bound_ms = kernel_bound(x, edge_index,
-                                                   layers['ours'], device,
-                                                   mode)
-                row['kernel_ms'] = round(kernel_ms, 3)
-                row['bandwidth_bound_ms'] = round(bound_ms, 3)
-                row['fraction_of_bound'] = round(bound_ms / kernel_ms, 2)
+                try:
+                    kernel_ms, bound_ms = kernel_bound(
+                        x, edge_index, layers['ours'], device, mode)
+                except torch.OutOfMemoryError:
+                    kernel_ms = None
+                    free_memory(layers['ours'], device)
+                row['kernel_ms'] = (OOM if kernel_ms is None else
+                                    round(kernel_ms, 3))
+                row['bandwidth_bound_ms'] = (OOM if kernel_ms is None else
+                                             round(bound_ms, 3))
+                row['fraction_of_bound'] = ratio(row['bandwidth_bound_ms'],
+                                                 row['kernel_ms'])
             print(', '.join(f'{k}={v}' for k, v in row.items()
                             if k not in ('device', 'dtype')), flush=True)
             rows.append(row)
+            if args.csv:  # After every row: a run cut short keeps its rows.
+                write_csv(args.csv, rows)
         del layers, x, edge_index
-        gc.collect()
+        free_memory(None, device)
 
     if args.csv:
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        with open(args.csv, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
         print(f'wrote {args.csv}')
+    return rows
 
 
 if __name__ == '__main__':

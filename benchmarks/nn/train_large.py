@@ -14,6 +14,7 @@ makes PyG's layer run out of memory in :obj:`message`, where it forms the
 On CPU the peak memory is the growth of the process's peak RSS.
 """
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -98,6 +99,9 @@ def main(argv=None):
     parser.add_argument('--epochs', type=int, default=3)
     parser.add_argument('--impl', choices=['ext', 'pyg'], default=None,
                         help='run one implementation in this process')
+    parser.add_argument('--timeout', type=float, default=None,
+                        help='seconds each implementation may run')
+    parser.add_argument('--csv', default=None)
     args = parser.parse_args(argv)
     device_type = torch.device(args.device).type
     nodes, edges = DEFAULTS.get(device_type, DEFAULTS['cpu'])
@@ -113,9 +117,16 @@ def main(argv=None):
     for impl in ['ext', 'pyg']:
         cmd = [sys.executable, __file__, '--impl', impl] + [
             f'--{k.replace("_", "-")}={v}' for k, v in vars(args).items()
-            if k != 'impl'
+            if k not in ('impl', 'csv', 'timeout')
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            # One implementation stuck or slow must not cost the other.
+            rows.append(dict(impl=impl, status=f'timed out after '
+                             f'{args.timeout} s'))
+            continue
         lines = [line for line in proc.stdout.splitlines()
                  if line.startswith('{')]
         if proc.returncode != 0 or not lines:
@@ -132,6 +143,13 @@ def main(argv=None):
               f'{row.get("peak_mib", "-")!s:>9}')
         if not row['status'].startswith(('ok', 'out of memory')):
             print(row['status'])
+    if args.csv:
+        fields = list(dict.fromkeys(k for row in rows for k in row))
+        with open(args.csv, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f'wrote {args.csv}')
     return rows
 
 
