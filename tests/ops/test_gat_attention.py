@@ -453,3 +453,21 @@ def test_half_precision_error_bound(backend, device, dtype, scale):
         # Otherwise a score gradient of float16 at logits of order 1e4: its
         # values lie below float16's smallest normal number (6e-5), where
         # float16 itself rounds coarsely; only finiteness is required.
+
+
+def test_raw_op_takes_non_contiguous_inputs(backend, device):
+    # The op's kernels read dense rows: every backend makes its inputs
+    # contiguous itself, so a caller of the raw operator may pass views.
+    src, dst = random_graph(6, 5, 20)
+    graph = GATGraph(*[t.to(device) for t in gat_graph(src, dst, 6, 5)])
+    x, a_src, a_dst, _ = make_inputs(6, 5, 20, 2, 3, torch.float64, device)
+    x_t = x.detach().transpose(1, 2).contiguous().transpose(1, 2)
+    a_src_t = a_src.detach().t().contiguous().t()
+    assert not x_t.is_contiguous() and not a_src_t.is_contiguous()
+    op = torch.ops.pyg_gat_ext.gat_attention
+    args = (a_dst.detach(), None, *graph, 5, False, 0.2, 0.0, None, False)
+    with use_backend('reference'):
+        expected = op(x.detach(), a_src.detach(), *args)
+    with use_backend(backend):
+        actual = op(x_t, a_src_t, *args)
+    torch.testing.assert_close(actual[0], expected[0], **TOL[torch.float64])

@@ -260,3 +260,16 @@ def test_bad_grouping_is_an_error_not_a_crash():
         with pytest.raises(RuntimeError, match='non-decreasing'):
             torch.ops.pyg_gat_ext.segment_softmax(
                 src, None, torch.tensor([0, 3, 1, 4]), None, 3, 0)
+
+
+def test_triton_grid_is_one_dimensional_for_any_outer_size():
+    # CUDA allows 65535 programs in the grid's second and third dimensions:
+    # segments along dim 1 of a [70000, 50, 3] input take one dimension.
+    pytest.importorskip('triton')
+    from pyg_gat_ext.ops.triton.segment_softmax import \
+        segment_softmax_launches
+    src = torch.empty(70000, 50, 3)
+    ptr, perm = segment_csr(_segments('random', 50, 7), 7)
+    launches, _ = segment_softmax_launches(src, None, ptr, perm, 7, 1)
+    (launch, ) = launches
+    assert len(launch.grid) == 1 and launch.grid[0] == 7 * 70000

@@ -298,6 +298,10 @@ def _config(x: Tensor, dropout: float, negative_slope: float,
                 BLOCK_H=block_h, BLOCK_C=block_c), params, acc
 
 
+def _dense(*tensors: Tensor) -> Tuple[Tensor, ...]:
+    return tuple(t.contiguous() for t in tensors)
+
+
 def gat_attention_launches(
         x: Tensor, a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
         rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
@@ -307,6 +311,10 @@ def gat_attention_launches(
 ) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor]]:
     r"""The launch of :func:`_gat_fwd` for the op's arguments, and the
     outputs :obj:`(out, lse, alpha)` it writes."""
+    # The kernels index rows by their sizes: dense row-major inputs only.
+    x, a_src, a_dst, rowptr, col, csr_eid = _dense(x, a_src, a_dst, rowptr,
+                                                   col, csr_eid)
+    edge_score = _dense(edge_score)[0] if edge_score is not None else None
     num_dst, heads, num_edges = rowptr.numel() - 1, x.size(1), col.numel()
     k0, k1 = seed_words(seed)
     meta, params, acc = _config(x, dropout, negative_slope, False)
@@ -346,6 +354,10 @@ def gat_attention_backward_launches(
     gradients of the sources and targets (in the accumulator type), and the
     per-edge score gradients when there are edge scores (else
     :obj:`None`)."""
+    (x, a_src, a_dst, lse, rowptr, col, csr_eid, colptr, row,
+     csc_eid) = _dense(x, a_src, a_dst, lse, rowptr, col, csr_eid, colptr,
+                       row, csc_eid)
+    edge_score = _dense(edge_score)[0] if edge_score is not None else None
     num_src, heads = x.size(0), x.size(1)
     num_dst, num_edges = rowptr.numel() - 1, col.numel()
     k0, k1 = seed_words(seed)

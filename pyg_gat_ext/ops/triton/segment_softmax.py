@@ -41,11 +41,19 @@ def _tile(perm_ptr, start, hi, base, cols, col_mask, width,
 
 
 @triton.jit
-def _program_columns(num_entries, width, BLOCK_W: tl.constexpr):
-    # The columns of program (i, o, j) and the int64 offset of outer slice o.
-    cols = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
-    base = tl.program_id(1).to(tl.int64) * num_entries * width
-    return cols, cols < width, base
+def _program_columns(num_entries, width, outer, BLOCK_W: tl.constexpr):
+    # Program p of the one-dimensional grid is (i, o, j) = (row block, outer
+    # slice, column block) with j fastest: its first segment block, columns
+    # and the int64 offset of slice o. (CUDA limits the grid's other
+    # dimensions to 65535 programs, too few for `outer` or `width`.)
+    pid = tl.program_id(0).to(tl.int64)
+    col_blocks = tl.cdiv(width, BLOCK_W)
+    j = pid % col_blocks
+    o = (pid // col_blocks) % outer
+    i = pid // col_blocks // outer
+    cols = j * BLOCK_W + tl.arange(0, BLOCK_W)
+    base = o * num_entries * width
+    return i, cols, cols < width, base
 
 
 @triton.jit
@@ -61,20 +69,20 @@ def _segment_bounds(ptr_ptr, seg, num_segments):
 @triton.jit
 def _segment_softmax_fwd(
     src_ptr, out_ptr, ptr_ptr, perm_ptr,
-    num_segments, num_entries, width,
+    num_segments, num_entries, width, outer,
     HAS_PERM: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr,
     BLOCK_W: tl.constexpr, ACC: tl.constexpr,
 ):
-    r"""Grid: (cdiv(num_segments, ROWS), outer, cdiv(width, BLOCK_W)).
+    r"""Grid: (cdiv(num_segments, ROWS) * outer * cdiv(width, BLOCK_W),).
     Program (i, o, j) normalises segments i * ROWS ... i * ROWS + ROWS - 1
     for outer index o and columns j * BLOCK_W ... + BLOCK_W - 1: a first loop
     over each segment's entries keeps the running maximum and the sum of
     exponentials relative to it (online softmax), a second writes
     exp(x - max) / (sum + 1e-16), NaN where PyG's softmax gives NaN."""
-    cols, col_mask, base = _program_columns(num_entries, width, BLOCK_W)
+    i, cols, col_mask, base = _program_columns(num_entries, width, outer,
+                                               BLOCK_W)
     for k in tl.static_range(ROWS):
-        lo, hi = _segment_bounds(ptr_ptr, tl.program_id(0) * ROWS + k,
-                                 num_segments)
+        lo, hi = _segment_bounds(ptr_ptr, i * ROWS + k, num_segments)
         m = tl.full([BLOCK_W], float('-inf'), ACC)
         s = tl.zeros([BLOCK_W], ACC)
         bad = tl.zeros([BLOCK_W], tl.int32)
@@ -107,16 +115,16 @@ def _segment_softmax_fwd(
 @triton.jit
 def _segment_softmax_bwd(
     out_ptr, grad_ptr, grad_src_ptr, ptr_ptr, perm_ptr,
-    num_segments, num_entries, width,
+    num_segments, num_entries, width, outer,
     HAS_PERM: tl.constexpr, ROWS: tl.constexpr, BLOCK_E: tl.constexpr,
     BLOCK_W: tl.constexpr, ACC: tl.constexpr,
 ):
     r"""Grid as :func:`_segment_softmax_fwd`. Per segment, a first loop sums
     grad * out, a second writes out * (grad - sum)."""
-    cols, col_mask, base = _program_columns(num_entries, width, BLOCK_W)
+    i, cols, col_mask, base = _program_columns(num_entries, width, outer,
+                                               BLOCK_W)
     for k in tl.static_range(ROWS):
-        lo, hi = _segment_bounds(ptr_ptr, tl.program_id(0) * ROWS + k,
-                                 num_segments)
+        lo, hi = _segment_bounds(ptr_ptr, i * ROWS + k, num_segments)
         dot = tl.zeros([BLOCK_W], ACC)
         for start in range(lo, hi, BLOCK_E):
             offs, mask = _tile(perm_ptr, start, hi, base, cols, col_mask,
@@ -147,12 +155,12 @@ def _launches(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
         return [], result
     block_w = min(triton.next_power_of_2(max(width, 1)), 64)
     rows = 4 if num_segments >= 4096 else 1
-    grid = (triton.cdiv(num_segments, rows), outer,
-            triton.cdiv(width, block_w))
+    grid = (triton.cdiv(num_segments, rows) * outer *
+            triton.cdiv(width, block_w), )
     launch = Launch(
         kernel, grid,
         (*tensors, result, ptr, perm if perm is not None else ptr,
-         num_segments, num_entries, width),
+         num_segments, num_entries, width, outer),
         dict(HAS_PERM=perm is not None, ROWS=rows,
              BLOCK_E=max(16, min(128, 2048 // block_w)), BLOCK_W=block_w,
              ACC=tl.float64 if first.dtype == torch.float64 else tl.float32))
