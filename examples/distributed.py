@@ -32,6 +32,7 @@ labels depend on the features of a node and its neighbours.
 """
 # The docstring above is also the text of --help: plain text, no reST.
 import argparse
+import copy
 import hashlib
 import importlib.util
 import os
@@ -282,25 +283,44 @@ def save_checkpoint(path: str, model: torch.nn.Module,
     os.replace(tmp, path)
 
 
+class Training(NamedTuple):
+    r"""What a rank trains: the graph (features in the training dtype),
+    its training nodes, the model and its optimizer."""
+    data: object
+    train_idx: Tensor
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def make_training(args, device: torch.device) -> Training:
+    r"""The graph, model and optimizer of :obj:`args`, the model's initial
+    weights drawn from :obj:`torch.manual_seed(args.seed)`: the same in
+    every process."""
+    dtype = getattr(torch, args.dtype)
+    data, num_classes = load_data(args)
+    data.x = data.x.to(dtype)
+    train_idx = data.train_mask.nonzero().view(-1)
+    torch.manual_seed(args.seed)
+    model = build_model(args.impl, data.num_features, args.hidden,
+                        num_classes, len(args.num_neighbors), args.heads,
+                        args.dropout).to(device, dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr,
+                                 weight_decay=args.weight_decay)
+    return Training(data, train_idx, model, optimizer)
+
+
 def fit(args, ctx: Context) -> dict:
     r"""Trains as :func:`main` describes; returns the per-step losses of
     this rank (:obj:`'losses'`), the last validation and test accuracy,
     the epochs and steps run, the training steps per second of this rank
     and the unwrapped model."""
-    dtype = getattr(torch, args.dtype)
-    data, num_classes = load_data(args)
-    data.x = data.x.to(dtype)
-    train_idx = data.train_mask.nonzero().view(-1)
-    torch.manual_seed(args.seed)  # The same initial weights everywhere.
-    model = build_model(args.impl, data.num_features, args.hidden,
-                        num_classes, len(args.num_neighbors), args.heads,
-                        args.dropout).to(ctx.device, dtype)
+    data, train_idx, model, optimizer = make_training(args, ctx.device)
     ddp = DistributedDataParallel(
         model, device_ids=[ctx.device] if ctx.device.type == 'cuda' else None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr,
-                                 weight_decay=args.weight_decay)
     torch.manual_seed(args.seed + ctx.rank)  # Dropout draws differ per rank.
-    eval_data = data.to(ctx.device) if ctx.rank == 0 else None
+    # A shallow copy: `Data.to` moves in place, and the loaders sample from
+    # the CPU graph.
+    eval_data = copy.copy(data).to(ctx.device) if ctx.rank == 0 else None
 
     losses, step, train_seconds = [], 0, 0.0
     val_acc = test_acc = float('nan')
