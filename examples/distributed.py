@@ -312,8 +312,9 @@ def make_training(args, device: torch.device) -> Training:
 def fit(args, ctx: Context) -> dict:
     r"""Trains as :func:`main` describes; returns the per-step losses of
     this rank (:obj:`'losses'`), the last validation and test accuracy,
-    the epochs and steps run, the training steps per second of this rank
-    and the unwrapped model."""
+    the epochs and steps run, the training steps per second (after the
+    first step, the batches' sampling included) and the unwrapped
+    model."""
     data, train_idx, model, optimizer = make_training(args, ctx.device)
     ddp = DistributedDataParallel(
         model, device_ids=[ctx.device] if ctx.device.type == 'cuda' else None)
@@ -322,13 +323,13 @@ def fit(args, ctx: Context) -> dict:
     # the CPU graph.
     eval_data = copy.copy(data).to(ctx.device) if ctx.rank == 0 else None
 
-    losses, step, train_seconds = [], 0, 0.0
+    losses, times, step = [], [], 0  # Per step: loss, seconds.
     val_acc = test_acc = float('nan')
     epoch = 0
     ddp.train()
     while epoch < args.epochs and step != args.max_steps:
         totals = torch.zeros(3, dtype=torch.float64)  # loss x n, right, n.
-        start = time.perf_counter()
+        tick = start = time.perf_counter()
         for batch in epoch_batches(data, train_idx, ctx.rank,
                                    ctx.world_size, epoch, args.batch_size,
                                    args.num_neighbors, args.seed):
@@ -337,13 +338,15 @@ def fit(args, ctx: Context) -> dict:
             totals += torch.tensor(
                 [result.loss * result.count, result.correct, result.count],
                 dtype=torch.float64)
+            # The step's time, its batch's sampling included (`loss.item()`
+            # waited for the device).
+            now = time.perf_counter()
+            times.append(now - tick)
+            tick = now
             step += 1
             if step == args.max_steps:  # The same step on every rank.
                 break
-        if ctx.device.type == 'cuda':
-            torch.cuda.synchronize(ctx.device)
-        seconds = time.perf_counter() - start
-        train_seconds += seconds
+        seconds = tick - start
         epoch += 1
         totals = totals.to(ctx.device)  # NCCL reduces CUDA tensors only.
         dist.all_reduce(totals)
@@ -367,12 +370,16 @@ def fit(args, ctx: Context) -> dict:
     in_sync = parameters_in_sync(model)
     if not in_sync:
         raise RuntimeError('the ranks ended with different parameters')
-    steps_per_s = step / train_seconds if train_seconds else float('nan')
+    # After the first step, which loads kernels and allocates DDP's buckets.
+    steps_per_s = float('nan')
+    if len(times) > 1:
+        steps_per_s = (len(times) - 1) / sum(times[1:])
     if ctx.rank == 0:
         seeds = ctx.world_size * args.batch_size * steps_per_s
         print(f'{ctx.world_size} process(es) x {torch.get_num_threads()} '
               f'thread(s), {args.impl}: {step} steps, {steps_per_s:.2f} '
-              f'steps/s, {seeds:.0f} seed nodes/s; parameters identical on '
+              f'steps/s after the first, {seeds:.0f} seed nodes/s; '
+              f'parameters identical on '
               f'all {ctx.world_size} rank(s)', flush=True)
     return dict(losses=losses, val_acc=val_acc, test_acc=test_acc,
                 epochs=epoch, steps=step, steps_per_s=steps_per_s,
