@@ -266,8 +266,7 @@ def test_triton_grid_is_one_dimensional_for_any_outer_size():
     # CUDA allows 65535 programs in the grid's second and third dimensions:
     # segments along dim 1 of a [70000, 50, 3] input take one dimension.
     pytest.importorskip('triton')
-    from pyg_gat_ext.ops.triton.segment_softmax import \
-        segment_softmax_launches
+    from pyg_gat_ext.ops.triton.segment_softmax import segment_softmax_launches
     src = torch.empty(70000, 50, 3)
     ptr, perm = segment_csr(_segments('random', 50, 7), 7)
     launches, _ = segment_softmax_launches(src, None, ptr, perm, 7, 1)

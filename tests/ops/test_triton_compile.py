@@ -42,13 +42,14 @@ CSV = osp.join(osp.dirname(__file__), '..', '..', 'benchmarks', 'results',
 ARCHS = (80, 90)
 DTYPES = ('float32', 'float16', 'bfloat16', 'float64')
 
-#: Registers per thread at most. With num_warps=4 a program is 128 threads;
-#: an SM has 65,536 registers and holds at most 64 warps (2,048 threads) on
-#: sm_80 and sm_90. At 128 registers 4 programs (16 warps) fit per SM, a
-#: quarter of the maximum occupancy, which is what a gather-bound kernel
-#: needs at least to keep enough loads in flight; above it, occupancy falls
-#: to 3 programs (168 registers) and the hard limit is 255.
-MAX_REGISTERS = 128
+#: Registers per thread at most, the limit the launches give ptxas. With
+#: num_warps=4 a program is 128 threads; an SM has 65,536 registers and
+#: holds at most 64 warps (2,048 threads) on sm_80 and sm_90. At 128
+#: registers 4 programs (16 warps) fit per SM, a quarter of the maximum
+#: occupancy, which is what a gather-bound kernel needs at least to keep
+#: enough loads in flight; above it, occupancy falls to 3 programs (168
+#: registers) and the hard limit is 255.
+from pyg_gat_ext.ops.triton._launch import MAX_REGISTERS  # noqa: E402
 
 #: (heads, channels) of the attention kernels, as powers of two: every
 #: (BLOCK_E, BLOCK_H, BLOCK_C) that the launcher's _config picks for up to
@@ -241,9 +242,8 @@ def _bind(launch, arch: int):
     kernel = launch.kernel
     binder = create_function_from_signature(kernel.signature, kernel.params,
                                             backend)
-    bound, specialization, options = binder(*launch.args,
-                                            **launch.constexprs)
-    packed = kernel._pack_args(backend, dict(launch.constexprs), bound,
+    bound, specialization, options = binder(*launch.args, **launch.kwargs)
+    packed = kernel._pack_args(backend, launch.kwargs, bound,
                                specialization, options)
     return target, packed
 

@@ -280,17 +280,18 @@ def _config(x: Tensor, dropout: float, negative_slope: float,
             backward: bool):
     # Block sizes, the accumulator type, and the [slope, dropout scale]
     # parameters in that type (float arguments would be float32). A
-    # [BLOCK_E, BLOCK_H, BLOCK_C] tile has at most 4096 elements in the
-    # forward pass, 2048 in float64 and 1024 in the backward kernels (which
+    # [BLOCK_E, BLOCK_H, BLOCK_C] tile has at most 2048 elements in the
+    # forward pass, 1024 in float64 and 512 in the backward kernels (which
     # also hold a row of the output gradient and, with edge scores and
-    # dropout, more per-edge values): with more they spill registers on
-    # sm_80 or sm_90 (tests/ops/test_triton_compile.py).
+    # dropout, more per-edge values), and at most 32 edges: with more, some
+    # variant spills registers or needs more than 128 on sm_80 or sm_90
+    # (tests/ops/test_triton_compile.py, full matrix).
     heads, channels = x.size(1), x.size(2)
     block_h = triton.next_power_of_2(heads)
     block_c = triton.next_power_of_2(channels)
     acc = opmath(x.dtype)
-    tile = 1024 if backward else 2048 if acc == torch.float64 else 4096
-    block_e = max(1, min(64, tile // (block_h * block_c)))
+    tile = 512 if backward else 1024 if acc == torch.float64 else 2048
+    block_e = max(1, min(32, tile // (block_h * block_c)))
     scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
     params = torch.tensor([negative_slope, scale], dtype=acc, device=x.device)
     tl_acc = tl.float64 if acc == torch.float64 else tl.float32

@@ -153,6 +153,8 @@ def _launches(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
     num_segments = ptr.numel() - 1
     if first.numel() == 0 or num_segments == 0:
         return [], result
+    # Tiles of at most 1024 elements: at 2048, some variant spills on sm_80
+    # or sm_90 (tests/ops/test_triton_compile.py, full matrix).
     block_w = min(triton.next_power_of_2(max(width, 1)), 64)
     rows = 4 if num_segments >= 4096 else 1
     grid = (triton.cdiv(num_segments, rows) * outer *
@@ -162,7 +164,7 @@ def _launches(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
         (*tensors, result, ptr, perm if perm is not None else ptr,
          num_segments, num_entries, width, outer),
         dict(HAS_PERM=perm is not None, ROWS=rows,
-             BLOCK_E=max(16, min(128, 2048 // block_w)), BLOCK_W=block_w,
+             BLOCK_E=max(16, min(128, 1024 // block_w)), BLOCK_W=block_w,
              ACC=tl.float64 if first.dtype == torch.float64 else tl.float32))
     return [launch], result
 
