@@ -1,4 +1,7 @@
 r"""Graphs and input forms shared by the parity tests."""
+import importlib.util
+import os.path as osp
+
 import torch
 from torch_geometric import EdgeIndex
 from torch_geometric.typing import WITH_TORCH_SPARSE, SparseTensor
@@ -114,3 +117,14 @@ def dense_attention(edge_index, alpha, num_src, num_dst):
     out = alpha.new_zeros(num_dst, num_src, alpha.size(-1))
     return out.index_put_((edge_index[1], edge_index[0]), alpha,
                           accumulate=True)
+
+
+def load_script(*parts):
+    r"""A script of the repository (``examples/`` and ``benchmarks/`` are
+    no packages), imported by its path relative to the root."""
+    path = osp.join(osp.dirname(__file__), '..', *parts)
+    name = '_script_' + osp.splitext(parts[-1])[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

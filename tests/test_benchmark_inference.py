@@ -1,14 +1,11 @@
 import csv
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
 
 import pyg_gat_ext
+from tests.helpers import load_script
 
-SCRIPT = osp.join(osp.dirname(__file__), '..', 'benchmarks', 'train',
-                  'inference.py')
 MODES = ['ours', 'pyg', 'pyg_layerwise', 'ours_layerwise']
 #: Tiny graphs; batches of 512 give the layer-wise modes several batches.
 TINY = ['--nodes', '2000', '4000', '--batch-size', '512']
@@ -16,11 +13,7 @@ TINY = ['--nodes', '2000', '4000', '--batch-size', '512']
 
 @pytest.fixture(scope='module')
 def inference():
-    spec = importlib.util.spec_from_file_location('_bench_inference',
-                                                  SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmarks', 'train', 'inference.py')
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,12 @@
 import csv
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
 
 import pyg_gat_ext
 from pyg_gat_ext.nn import functional
+from tests.helpers import load_script
 
-SCRIPT = osp.join(osp.dirname(__file__), '..', 'benchmarks', 'train',
-                  'e2e.py')
 #: Tiny mini-batches. The compile providers stay out: compiling takes
 #: minutes on a small CPU (the smoke run of the script covers them).
 QUICK = ['--quick', '--providers', 'pyg', 'ours', '--nodes', '2000',
@@ -18,10 +15,7 @@ QUICK = ['--quick', '--providers', 'pyg', 'ours', '--nodes', '2000',
 
 @pytest.fixture(scope='module')
 def e2e():
-    spec = importlib.util.spec_from_file_location('_bench_e2e', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('benchmarks', 'train', 'e2e.py')
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,8 @@ copy bandwidth of the device's memory (fraction_of_bound = bound / time).
 import argparse
 import csv
 import gc
+import os
+import os.path as osp
 import platform
 import statistics
 import time
@@ -146,8 +148,13 @@ def free_memory(conv, device):
         torch.cuda.empty_cache()
 
 
-def write_csv(path, rows):
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+def write_csv(path, rows, first=()):
+    r"""Writes :obj:`rows` (dictionaries) as a CSV, with the columns
+    :obj:`first` leading and every other key after them in order of first
+    appearance; the benchmarks in ``benchmarks/train/`` write through it
+    too."""
+    fields = list(dict.fromkeys([*first, *(k for row in rows for k in row)]))
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

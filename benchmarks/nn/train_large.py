@@ -14,7 +14,6 @@ makes PyG's layer run out of memory in :obj:`message`, where it forms the
 On CPU the peak memory is the growth of the process's peak RSS.
 """
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -144,11 +143,8 @@ def main(argv=None):
         if not row['status'].startswith(('ok', 'out of memory')):
             print(row['status'])
     if args.csv:
-        fields = list(dict.fromkeys(k for row in rows for k in row))
-        with open(args.csv, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        from gat_conv import write_csv  # The script beside this one.
+        write_csv(args.csv, rows)
         print(f'wrote {args.csv}')
     return rows
 

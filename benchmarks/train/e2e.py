@@ -58,7 +58,6 @@ first (examples/cora.py's load_dataset).
 """
 # The docstring above is also the text of --help: plain text, no reST.
 import argparse
-import csv
 import gc
 import importlib.util
 import os
@@ -83,16 +82,16 @@ from pyg_gat_ext.ops import kernel_backend
 ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..')
 
 
-def _load_example(name):
-    # examples/ is no package: import the script by path.
-    path = osp.join(ROOT, 'examples', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'_example_{name}', path)
+def _load_script(folder, name):
+    # examples/ and benchmarks/ are no packages: import a script by path.
+    path = osp.join(ROOT, folder, f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'_script_{name}', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-cora = _load_example('cora')
+cora = _load_script('examples', 'cora')
 
 WORKLOADS = ['cora', 'minibatch', 'gat_model']
 PHASES = ['train', 'infer']
@@ -588,13 +587,8 @@ def main(argv=None):
                  'min_ms', 'reps', 'warmup', 'compile_s', 'compiles_timed',
                  'graph_breaks', 'peak_mib', 'speedup_vs_pyg',
                  'speedup_vs_pyg_compile', 'max_abs_diff']
-        fields = list(dict.fromkeys(first + [k for row in rows
-                                             for k in row]))
-        os.makedirs(osp.dirname(osp.abspath(args.csv)), exist_ok=True)
-        with open(args.csv, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        _load_script(osp.join('benchmarks', 'nn'), 'gat_conv').write_csv(
+            args.csv, rows, first)
         print(f'wrote {args.csv}')
     return rows
 

@@ -47,7 +47,6 @@ layer-wise vs ours full batch within 1e-5), and it raises if they differ.
 """
 # The docstring above is also the text of --help: plain text, no reST.
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -70,7 +69,8 @@ OURS_LAYERWISE_ATOL = 1e-5
 
 
 def _load_gat_conv_benchmark():
-    # benchmarks/ is no package: import make_graph's script by path.
+    # benchmarks/ is no package: import make_graph's and write_csv's script
+    # by path.
     path = osp.join(osp.dirname(osp.abspath(__file__)), '..', 'nn',
                     'gat_conv.py')
     spec = importlib.util.spec_from_file_location('_bench_gat_conv', path)
@@ -226,14 +226,6 @@ def check_agreement(outputs, atol):
     return diffs
 
 
-def write_csv(path, rows):
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def print_row(row):
     def cell(key):
         value = row.get(key)
@@ -306,7 +298,7 @@ def main(argv=None):
                 elif save:
                     outputs[mode] = torch.load(save)
                 if args.csv:  # Rewritten after every row.
-                    write_csv(args.csv, rows)
+                    _load_gat_conv_benchmark().write_csv(args.csv, rows)
             if i == 0:
                 diffs = check_agreement(outputs, args.atol)
                 print('agreement at the smallest size (max abs diff): ' +
