@@ -6,11 +6,11 @@ process's own and hits on a repeated graph, and attention dropout draws
 differ between ranks unless seeded alike.
 
 Every multi-process part runs under a timeout, so a hang fails the test."""
+import faulthandler
 import importlib.util
 import io
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +25,8 @@ CPU = torch.device('cpu')
 #: Seconds a group of processes may take before the test fails (a few
 #: seconds each here; the bound only turns a hang into a failure).
 TIMEOUT = 180
+#: The environment variable naming the folder of the ranks' stack dumps.
+STACKS = 'PYG_GAT_EXT_TEST_STACKS'
 
 #: A small synthetic run: 600 training nodes, so 300 per rank in 10 batches
 #: of 32 (the last of 12), identical in size on both ranks. float64 and no
@@ -48,12 +50,6 @@ def _example():
     return module
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def patch_state():
     r"""Restores PyG's names as they were: the example patches them."""
@@ -67,22 +63,42 @@ def patch_state():
 
 @pytest.fixture
 def child_env(monkeypatch):
-    r"""The environment spawned ranks inherit: one thread each, loopback
-    rendezvous on a free port, this test's pyg_gat_ext first on the
-    path."""
+    r"""The environment child processes inherit: one thread each, this
+    test's pyg_gat_ext first on the path, gloo on the loopback device."""
     package_root = osp.dirname(osp.dirname(pyg_gat_ext.__file__))
     path = os.environ.get('PYTHONPATH')
     monkeypatch.setenv('PYTHONPATH', package_root +
                        (os.pathsep + path if path else ''))
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
-    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
-    monkeypatch.setenv('MASTER_PORT', str(_free_port()))
+    monkeypatch.setenv('GLOO_SOCKET_IFNAME', 'lo')
     return os.environ
+
+
+@pytest.fixture
+def spawn_env(child_env, monkeypatch, tmp_path):
+    r"""And, for :func:`_spawn`'s ranks, a loopback rendezvous on a store
+    this process holds, as torchrun's agent does: the store binds a free
+    port and keeps it, so no other process can take the port between its
+    choice and the ranks' connecting (as choosing a free port and releasing
+    it allowed). Each rank writes its threads' stacks to ``rank<r>.stack``
+    if it is still running shortly before the timeout."""
+    import torch.distributed as dist
+    store = dist.TCPStore('127.0.0.1', 0, is_master=True,
+                          wait_for_workers=False)
+    monkeypatch.setenv('MASTER_ADDR', '127.0.0.1')
+    monkeypatch.setenv('MASTER_PORT', str(store.port))
+    monkeypatch.setenv('TORCHELASTIC_USE_AGENT_STORE', 'True')
+    stacks = tmp_path / 'stacks'
+    stacks.mkdir()
+    monkeypatch.setenv(STACKS, str(stacks))
+    yield child_env
+    del store
 
 
 def _spawn(fn, *args, nprocs=2):
     r"""Runs :obj:`fn(rank, nprocs, *args)` in :obj:`nprocs` fresh
-    processes; fails if they take longer than :data:`TIMEOUT`."""
+    processes; fails if they take longer than :data:`TIMEOUT`, with the
+    stacks the hung ranks wrote."""
     import torch.multiprocessing as mp
     context = mp.spawn(fn, args=(nprocs, ) + args, nprocs=nprocs,
                        join=False)
@@ -91,13 +107,20 @@ def _spawn(fn, *args, nprocs=2):
         if time.monotonic() > deadline:
             for p in context.processes:
                 p.kill()
-            pytest.fail(f'the {nprocs} ranks did not finish in {TIMEOUT} s')
+            stacks = os.environ[STACKS]
+            dumps = ''.join(f'\n--- {name}\n' +
+                            open(osp.join(stacks, name)).read()
+                            for name in sorted(os.listdir(stacks)))
+            pytest.fail(f'the {nprocs} ranks did not finish in {TIMEOUT} s;'
+                        f' their stacks:{dumps}')
 
 
 def _join_group(rank, world_size):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
+    stack = open(osp.join(os.environ[STACKS], f'rank{rank}.stack'), 'w')
+    faulthandler.dump_traceback_later(TIMEOUT - 20, file=stack)
 
 
 def _train_rank(rank, world_size, argv, out_dir):
@@ -108,7 +131,7 @@ def _train_rank(rank, world_size, argv, out_dir):
                osp.join(out_dir, f'rank{rank}.pt'))
 
 
-def test_two_ranks_train_like_one_process(tmp_path, child_env, patch_state):
+def test_two_ranks_train_like_one_process(tmp_path, spawn_env, patch_state):
     argv = ARGV + ['--max-steps', str(STEPS)]
     _spawn(_train_rank, argv, str(tmp_path))
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
@@ -253,7 +276,7 @@ def _layer_rank(rank, world_size, library, before, out_dir):
                 'alphas': alphas}, osp.join(out_dir, f'rank{rank}.pt'))
 
 
-def test_kernels_graph_cache_and_dropout_per_rank(tmp_path, child_env):
+def test_kernels_graph_cache_and_dropout_per_rank(tmp_path, spawn_env):
     from pyg_gat_ext.ops import _cpp
     from tests.conftest import backend_or_skip
     backend_or_skip('cpp', CPU)  # Builds here if needed: at most once.
