@@ -11,11 +11,13 @@ from pyg_gat_ext.ops.attention import (
     cached_gat_graph,
     gat_attention,
     gat_graph,
+    gatv2_attention,
 )
 from pyg_gat_ext.ops.softmax import segment_csr, segment_softmax
 
 __all__ = [
-    'segment_softmax', 'segment_csr', 'gat_attention', 'gat_graph',
+    'segment_softmax', 'segment_csr', 'gat_attention', 'gatv2_attention',
+    'gat_graph',
     'cached_gat_graph', 'GATGraph', 'GATAttention', 'kernel_backend',
     'use_backend', 'use_reference'
 ]

@@ -67,6 +67,20 @@ SCHEMAS = {
     'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed) -> '
     '(Tensor, Tensor, Tensor, Tensor)',
+    'gatv2_attention':
+    'gatv2_attention(Tensor x_src, Tensor x_dst, Tensor att, '
+    'Tensor? edge_x, Tensor rowptr, Tensor col, Tensor csr_eid, '
+    'Tensor colptr, Tensor row, Tensor csc_eid, SymInt num_loops, '
+    'bool remove_self_loops, float negative_slope, float dropout, '
+    'Tensor? seed, bool return_attention_weights) -> '
+    '(Tensor, Tensor, Tensor)',
+    'gatv2_attention_backward':
+    'gatv2_attention_backward(Tensor grad_out, Tensor? grad_alpha, '
+    'Tensor x_src, Tensor x_dst, Tensor att, Tensor? edge_x, Tensor lse, '
+    'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
+    'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
+    'float negative_slope, float dropout, Tensor? seed) -> '
+    '(Tensor, Tensor, Tensor, Tensor)',
     'dropout':
     'dropout(Tensor x, float p, Tensor? seed) -> Tensor',
 }
@@ -159,10 +173,10 @@ def _(out, grad_out, index, ptr, perm, num_nodes, dim):
     return torch.empty_like(out)
 
 
-@torch.library.register_fake('pyg_gat_ext::gat_attention')
-def _(x, a_src, a_dst, edge_score, rowptr, col, csr_eid, colptr, row,
-      csc_eid, num_loops, remove_self_loops, negative_slope, dropout, seed,
-      return_attention_weights):
+def _attention_fake(x, a, b, edge, rowptr, col, csr_eid, colptr, row,
+                    csc_eid, num_loops, remove_self_loops, negative_slope,
+                    dropout, seed, return_attention_weights):
+    # Both attention ops: `out` takes the shape of the source rows `x`.
     num_dst, heads = rowptr.size(0) - 1, x.size(1)
     num_alpha = col.size(0) + num_loops if return_attention_weights else 0
     return (x.new_empty(num_dst, heads, x.size(2)),
@@ -170,12 +184,20 @@ def _(x, a_src, a_dst, edge_score, rowptr, col, csr_eid, colptr, row,
             x.new_empty(num_alpha, heads))
 
 
-@torch.library.register_fake('pyg_gat_ext::gat_attention_backward')
-def _(grad_out, grad_alpha, x, a_src, a_dst, edge_score, *args):
-    grad_edge = (x.new_empty(0, x.size(1))
-                 if edge_score is None else torch.empty_like(edge_score))
-    return (torch.empty_like(x), torch.empty_like(a_src),
-            torch.empty_like(a_dst), grad_edge)
+def _attention_backward_fake(grad_out, grad_alpha, x, a, b, edge, *args):
+    # Both backward ops: one gradient like each of the four tensor inputs,
+    # and an empty one for a missing edge input (rank 2 for GAT's scores,
+    # 3 for GATv2's edge features).
+    grad_edge = (x.new_empty((0, ) + tuple(a.shape[1:]))
+                 if edge is None else torch.empty_like(edge))
+    return (torch.empty_like(x), torch.empty_like(a), torch.empty_like(b),
+            grad_edge)
+
+
+for _name in ('gat_attention', 'gatv2_attention'):
+    torch.library.register_fake(f'pyg_gat_ext::{_name}', _attention_fake)
+    torch.library.register_fake(f'pyg_gat_ext::{_name}_backward',
+                                _attention_backward_fake)
 
 
 @torch.library.register_fake('pyg_gat_ext::dropout')
@@ -238,35 +260,37 @@ torch.library.register_autograd('pyg_gat_ext::segment_softmax_backward',
 
 
 def _setup_attention(ctx, inputs: Tuple, output: Tuple) -> None:
-    # Everything the backward op takes after its three gradient-side inputs
-    # (grad_out, grad_alpha, then x ... edge_score, lse, the graph, ...).
-    x, a_src, a_dst, edge_score, *graph = inputs[:10]
-    ctx.save_for_backward(x, a_src, a_dst, edge_score, output[1], *graph,
-                          inputs[14])
+    # Everything the backward op takes after its two gradient-side inputs
+    # (grad_out, grad_alpha, then the four tensors, lse, the graph, ...);
+    # the two attention ops lay out their arguments alike.
+    ctx.save_for_backward(*inputs[:4], output[1], *inputs[4:10], inputs[14])
     ctx.params = inputs[10:14]  # num_loops ... dropout
     ctx.has_alpha = output[2].numel() > 0
 
 
-def _attention_grad(ctx, grad_out, grad_lse, grad_alpha):
-    # The log-sum-exp is a saved statistic, not differentiable; a gradient
-    # of the returned attention weights flows into the scores.
-    *tensors, seed = ctx.saved_tensors
-    x, lse, edge_score = tensors[0], tensors[4], tensors[3]
-    if grad_out is None:
-        grad_out = x.new_zeros(lse.size(0), x.size(1), x.size(2))
-    if not ctx.has_alpha:
-        grad_alpha = None
-    grads = _op('gat_attention_backward')(grad_out.contiguous(), grad_alpha,
-                                          *tensors, *ctx.params, seed)
-    grad_x, grad_src, grad_dst, grad_edge = grads
-    return (grad_x, grad_src, grad_dst,
-            None if edge_score is None else grad_edge) + _no_grads(
-                'gat_attention', 4)
+def _attention_grad(name: str) -> Callable:
+    # The gradient of attention op `name` through its `*_backward` op. The
+    # log-sum-exp is a saved statistic, not differentiable; a gradient of
+    # the returned attention weights flows into the scores.
+    def grad(ctx, grad_out, grad_lse, grad_alpha):
+        *tensors, seed = ctx.saved_tensors
+        x, edge, lse = tensors[0], tensors[3], tensors[4]
+        if grad_out is None:
+            grad_out = x.new_zeros(lse.size(0), x.size(1), x.size(2))
+        if not ctx.has_alpha:
+            grad_alpha = None
+        grads = _op(f'{name}_backward')(grad_out.contiguous(), grad_alpha,
+                                        *tensors, *ctx.params, seed)
+        return grads[:3] + (None if edge is None else grads[3],
+                            ) + _no_grads(name, 4)
+
+    return grad
 
 
-torch.library.register_autograd('pyg_gat_ext::gat_attention',
-                                _attention_grad,
-                                setup_context=_setup_attention)
+for _name in ('gat_attention', 'gatv2_attention'):
+    torch.library.register_autograd(f'pyg_gat_ext::{_name}',
+                                    _attention_grad(_name),
+                                    setup_context=_setup_attention)
 
 
 def _setup_dropout(ctx, inputs: Tuple, output: Tensor) -> None:

@@ -168,12 +168,11 @@ def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
     return (x.to(acc) * (keep.to(acc) * scale)).to(x.dtype)
 
 
-def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
-               rowptr: Tensor, col: Tensor, csr_eid: Tensor, num_loops: int,
-               remove_self_loops: bool, negative_slope: float):
+def _edge_list(rowptr: Tensor, col: Tensor, csr_eid: Tensor,
+               num_loops: int, remove_self_loops: bool):
     # Every edge the attention runs over, in CSR order followed by the
     # implicit self-loops of nodes 0 ... num_loops - 1 (edge ids E + i):
-    # source, target, edge id, whether it counts, raw and activated score.
+    # source, target, edge id and whether it counts.
     num_edges = col.numel()
     dst = ptr_to_index(rowptr, None, num_edges)
     src, eid = col.to(torch.long), csr_eid.to(torch.long)
@@ -185,11 +184,20 @@ def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
         src, dst = torch.cat([src, loop]), torch.cat([dst, loop])
         eid = torch.cat([eid, loop + num_edges])
         valid = torch.cat([valid, torch.ones_like(loop, dtype=torch.bool)])
+    return src, dst, eid, valid.view(-1, 1)
+
+
+def _gat_edges(a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
+               rowptr: Tensor, col: Tensor, csr_eid: Tensor, num_loops: int,
+               remove_self_loops: bool, negative_slope: float):
+    # The edges of `_edge_list`, and each one's raw and activated score.
+    src, dst, eid, valid = _edge_list(rowptr, col, csr_eid, num_loops,
+                                      remove_self_loops)
     z = a_src.index_select(0, src) + a_dst.index_select(0, dst)
     if edge_score is not None:
         z = z + edge_score.index_select(0, eid)
     e = torch.nn.functional.leaky_relu(z, negative_slope)
-    return src, dst, eid, valid.view(-1, 1), z, e
+    return src, dst, eid, valid, z, e
 
 
 def seed_words(seed: Optional[Tensor]) -> Tuple[int, int]:
@@ -249,10 +257,22 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
     :math:`\alpha \delta` by edge id :obj:`[E + num_loops, H]` (zero for a
     skipped edge); else an empty :obj:`[0, H]` tensor.
     """
-    num_dst, heads = rowptr.numel() - 1, x.size(1)
     src, dst, eid, valid, _, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
                                             col, csr_eid, num_loops,
                                             remove_self_loops, negative_slope)
+    return _softmax_aggregate(x, e, src, dst, eid, valid, rowptr.numel() - 1,
+                              dropout, seed, return_attention_weights)
+
+
+def _softmax_aggregate(x: Tensor, e: Tensor, src: Tensor, dst: Tensor,
+                       eid: Tensor, valid: Tensor, num_dst: int,
+                       dropout: float, seed: Optional[Tensor],
+                       return_attention_weights: bool
+                       ) -> Tuple[Tensor, Tensor, Tensor]:
+    # The softmax of the scores `e` [E', H] of `_edge_list`'s edges per
+    # target, with dropout, and the sum of the weighted source rows of `x`:
+    # (out, lse, weights by edge id) as the attention ops return them.
+    heads = x.size(1)
     e = e.masked_fill(~valid, float('-inf'))
     m = e.new_full((num_dst, heads), float('-inf'))
     m = m.scatter_reduce(0, dst.view(-1, 1).expand_as(e), e, 'amax')
@@ -295,25 +315,133 @@ def gat_attention_backward(
     :obj:`a_src`; :math:`\partial L / \partial x_j = \sum_i \alpha_{ji}
     \delta_{ji} g_i`.
     """
-    num_dst, heads = rowptr.numel() - 1, x.size(1)
     src, dst, eid, valid, z, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
                                             col, csr_eid, num_loops,
                                             remove_self_loops, negative_slope)
+    grad_x, de = _softmax_aggregate_backward(grad_out, grad_alpha, x, e, lse,
+                                             src, dst, eid, valid, dropout,
+                                             seed)
+    slope = torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
+    dz = de * slope
+    grad_src = segment_sum(dz, src, a_src.size(0), 0)
+    grad_dst = segment_sum(dz, dst, a_dst.size(0), 0)
+    grad_edge = dz.new_empty(0, x.size(1))
+    if edge_score is not None:
+        grad_edge = torch.zeros_like(edge_score).index_put_((eid, ), dz)
+    return grad_x, grad_src, grad_dst, grad_edge
+
+
+def _softmax_aggregate_backward(
+        grad_out: Tensor, grad_alpha: Optional[Tensor], x: Tensor, e: Tensor,
+        lse: Tensor, src: Tensor, dst: Tensor, eid: Tensor, valid: Tensor,
+        dropout: float, seed: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    # The gradients of `_softmax_aggregate`'s out (and weights) with
+    # respect to `x` and to the activated scores `e` [E', H], the attention
+    # recomputed from `lse`.
     alpha = (e - lse.index_select(0, dst)).exp().masked_fill(~valid, 0.0)
-    delta = _gat_dropout(eid, heads, dropout, seed, alpha)
+    delta = _gat_dropout(eid, x.size(1), dropout, seed, alpha)
     g_dst = grad_out.index_select(0, dst)
     g_alpha = (g_dst * x.index_select(0, src)).sum(-1)
     if grad_alpha is not None:
         g_alpha = g_alpha + grad_alpha.index_select(0, eid)
     g_alpha = delta * g_alpha
-    d = segment_sum(alpha * g_alpha, dst, num_dst, 0)
-    slope = torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
-    dz = alpha * (g_alpha - d.index_select(0, dst)) * slope
+    d = segment_sum(alpha * g_alpha, dst, lse.size(0), 0)
+    de = alpha * (g_alpha - d.index_select(0, dst))
     grad_x = torch.zeros_like(x).index_add_(
         0, src, (alpha * delta).unsqueeze(-1) * g_dst)
-    grad_src = segment_sum(dz, src, a_src.size(0), 0)
-    grad_dst = segment_sum(dz, dst, a_dst.size(0), 0)
-    grad_edge = dz.new_empty(0, heads)
-    if edge_score is not None:
-        grad_edge = torch.zeros_like(edge_score).index_put_((eid, ), dz)
-    return grad_x, grad_src, grad_dst, grad_edge
+    return grad_x, de
+
+
+# Fused GATv2 attention #######################################################
+
+
+def _gatv2_edges(x_src: Tensor, x_dst: Tensor, att: Tensor,
+                 edge_x: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                 csr_eid: Tensor, num_loops: int, remove_self_loops: bool,
+                 negative_slope: float):
+    # The edges of `_edge_list`, each one's C-wide sums before the
+    # nonlinearity [E', H, C], their activation and the score [E', H].
+    src, dst, eid, valid = _edge_list(rowptr, col, csr_eid, num_loops,
+                                      remove_self_loops)
+    s = x_dst.index_select(0, dst) + x_src.index_select(0, src)
+    if edge_x is not None:
+        s = s + edge_x.index_select(0, eid)
+    u = torch.nn.functional.leaky_relu(s, negative_slope)
+    return src, dst, eid, valid, s, u, (u * att).sum(-1)
+
+
+def gatv2_attention(x_src: Tensor, x_dst: Tensor, att: Tensor,
+                    edge_x: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                    csr_eid: Tensor, colptr: Tensor, row: Tensor,
+                    csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
+                    negative_slope: float, dropout: float,
+                    seed: Optional[Tensor], return_attention_weights: bool
+                    ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""GATv2 attention and aggregation over a graph grouped by target node,
+    on the edges of :func:`gat_attention` (same grouping, implicit
+    self-loops, :obj:`remove_self_loops` and dropout). Every counted edge
+    :math:`(j, i)` has, per head, the score
+
+    .. math::
+        e_{ji} = \mathbf{a}^\top \mathrm{LeakyReLU}(\mathbf{s}_{ji}),
+        \quad \mathbf{s}_{ji} = \mathbf{x}^d_i + \mathbf{x}^s_j
+        + \mathbf{x}^e_{ji},
+
+    with :obj:`x_dst` :obj:`[N_dst, H, C]`, :obj:`x_src` :obj:`[N_src, H,
+    C]`, :obj:`att` :obj:`[H, C]` and :math:`\mathbf{x}^e` the rows of
+    :obj:`edge_x` :obj:`[E + num_loops, H, C]` by edge id (zero if
+    :obj:`None`), and :math:`\mathrm{out}_i = \sum_j \alpha_{ji}
+    \delta_{ji} \mathbf{x}^s_j` with the softmax and outputs of
+    :func:`gat_attention`. PyG's ``GATv2Conv`` forms :math:`\mathbf{s}`
+    and the messages for every edge; the kernels form neither.
+    """
+    src, dst, eid, valid, _, _, e = _gatv2_edges(x_src, x_dst, att, edge_x,
+                                                 rowptr, col, csr_eid,
+                                                 num_loops, remove_self_loops,
+                                                 negative_slope)
+    return _softmax_aggregate(x_src, e, src, dst, eid, valid,
+                              rowptr.numel() - 1, dropout, seed,
+                              return_attention_weights)
+
+
+def gatv2_attention_backward(
+    grad_out: Tensor, grad_alpha: Optional[Tensor], x_src: Tensor,
+    x_dst: Tensor, att: Tensor, edge_x: Optional[Tensor], lse: Tensor,
+    rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
+    row: Tensor, csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
+    negative_slope: float, dropout: float, seed: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Gradients of :func:`gatv2_attention`'s :obj:`out` (and weights, if
+    :obj:`grad_alpha` is given) with respect to :obj:`x_src`, :obj:`x_dst`,
+    :obj:`att` and :obj:`edge_x` (by edge id; empty :obj:`[0, H, C]` if
+    :obj:`None`). With :math:`\partial L / \partial e_{ji} = \alpha_{ji}
+    (g^\alpha_{ji} - D_i)` as in :func:`gat_attention_backward`,
+
+    .. math::
+        \frac{\partial L}{\partial \mathbf{s}_{ji}} =
+        \frac{\partial L}{\partial e_{ji}} \, \mathbf{a} \odot
+        \mathrm{LeakyReLU}'(\mathbf{s}_{ji}), \quad
+        \frac{\partial L}{\partial \mathbf{a}} = \sum_{(j, i)}
+        \frac{\partial L}{\partial e_{ji}}
+        \mathrm{LeakyReLU}(\mathbf{s}_{ji}),
+
+    summed per target for :obj:`x_dst`, per source (with the aggregation's
+    :math:`\sum_i \alpha_{ji} \delta_{ji} g_i`) for :obj:`x_src`, and
+    kept per edge for :obj:`edge_x`.
+    """
+    src, dst, eid, valid, s, u, e = _gatv2_edges(x_src, x_dst, att, edge_x,
+                                                 rowptr, col, csr_eid,
+                                                 num_loops, remove_self_loops,
+                                                 negative_slope)
+    grad_x, de = _softmax_aggregate_backward(grad_out, grad_alpha, x_src, e,
+                                             lse, src, dst, eid, valid,
+                                             dropout, seed)
+    slope = torch.full_like(s, negative_slope).masked_fill_(s > 0, 1.0)
+    ds = de.unsqueeze(-1) * att * slope
+    grad_att = (de.unsqueeze(-1) * u).sum(0)
+    grad_src = grad_x.index_add_(0, src, ds)
+    grad_dst = segment_sum(ds, dst, x_dst.size(0), 0)
+    grad_edge = ds.new_empty(0, x_src.size(1), x_src.size(2))
+    if edge_x is not None:
+        grad_edge = torch.zeros_like(edge_x).index_put_((eid, ), ds)
+    return grad_src, grad_dst, grad_att, grad_edge

@@ -220,17 +220,51 @@ class GATAttention(NamedTuple):
     alpha: Optional[Tensor]
 
 
-def _check(name: str, t: Tensor, shape: Tuple[int, ...], x: Tensor) -> None:
+def _check(name: str, t: Tensor, shape: Tuple[int, ...], x: Tensor,
+           op: str = 'gat_attention') -> None:
     if t.dim() != len(shape) or any(
             want >= 0 and have != want
             for have, want in zip(t.shape, shape, strict=True)):
         want = ['*' if s < 0 else s for s in shape]
-        raise ValueError(f"gat_attention: expected '{name}' of shape {want} "
+        raise ValueError(f"{op}: expected '{name}' of shape {want} "
                          f"(got {list(t.shape)})")
     if not t.is_floating_point() or t.device != x.device:
-        raise TypeError(f"gat_attention: expected '{name}' to be a floating "
-                        f"point tensor on {x.device} like 'x' (got "
-                        f"{t.dtype} on {t.device})")
+        raise TypeError(f"{op}: expected '{name}' to be a floating "
+                        f"point tensor on {x.device} like the features "
+                        f"(got {t.dtype} on {t.device})")
+
+
+def _check_features(op: str, name: str, x: Tensor) -> None:
+    # The source rows every attention op aggregates: [N_src, H, C].
+    if x.dim() != 3:
+        raise ValueError(f"{op}: expected '{name}' of shape [N_src, heads, "
+                         f"channels] (got {list(x.shape)})")
+    if not x.is_floating_point():
+        raise TypeError(f"{op}: expected floating point '{name}' (got "
+                        f"{x.dtype})")
+
+
+def _check_graph_call(op: str, x: Tensor, graph: GATGraph, num_loops: int,
+                      dropout: float) -> None:
+    # What both attention ops check of the graph and their scalars.
+    num_src, num_dst = graph.num_src, graph.num_dst
+    if not 0 <= num_loops <= min(num_src, num_dst):
+        raise ValueError(f"{op}: 'num_loops' ({num_loops}) must lie "
+                         f"in [0, min(N_src, N_dst) = "
+                         f"{min(num_src, num_dst)}]")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"{op}: 'dropout' must lie in [0, 1] (got "
+                         f"{dropout})")
+    for name, t in zip(GATGraph._fields, graph, strict=True):
+        if t.device != x.device or t.dtype not in (torch.int32, torch.long):
+            raise TypeError(f"{op}: 'graph.{name}' must be an int32 "
+                            f"or int64 tensor on {x.device} (got {t.dtype} "
+                            f'on {t.device})')
+    if any(t.numel() != graph.num_edges for t in graph[2:3] + graph[4:]):
+        raise ValueError(f"{op}: the index tensors of 'graph' "
+                         'differ in length; build it with gat_graph()')
+    if not is_compiling() and kernel_backend(x.device) != 'cpp':
+        _check_graph(graph)
 
 
 def gat_attention(
@@ -300,12 +334,7 @@ def gat_attention(
         float32 for half-precision input) and :obj:`alpha` the attention
         weights or :obj:`None`.
     """
-    if x.dim() != 3:
-        raise ValueError(f"gat_attention: expected 'x' of shape [N_src, "
-                         f"heads, channels] (got {list(x.shape)})")
-    if not x.is_floating_point():
-        raise TypeError(f"gat_attention: expected floating point 'x' (got "
-                        f"{x.dtype})")
+    _check_features('gat_attention', 'x', x)
     num_src, heads = graph.num_src, x.size(1)
     num_dst, num_edges = graph.num_dst, graph.num_edges
     _check('x', x, (num_src, heads, -1), x)
@@ -315,23 +344,7 @@ def gat_attention(
     _check('a_dst', a_dst, (num_dst, heads), x)
     if edge_score is not None:
         _check('edge_score', edge_score, (num_edges + num_loops, heads), x)
-    if not 0 <= num_loops <= min(num_src, num_dst):
-        raise ValueError(f"gat_attention: 'num_loops' ({num_loops}) must lie "
-                         f"in [0, min(N_src, N_dst) = "
-                         f"{min(num_src, num_dst)}]")
-    if not 0.0 <= dropout <= 1.0:
-        raise ValueError(f"gat_attention: 'dropout' must lie in [0, 1] (got "
-                         f"{dropout})")
-    for name, t in zip(GATGraph._fields, graph, strict=True):
-        if t.device != x.device or t.dtype not in (torch.int32, torch.long):
-            raise TypeError(f"gat_attention: 'graph.{name}' must be an int32 "
-                            f"or int64 tensor on {x.device} (got {t.dtype} "
-                            f'on {t.device})')
-    if any(t.numel() != num_edges for t in graph[2:3] + graph[4:]):
-        raise ValueError('gat_attention: the index tensors of \'graph\' '
-                         'differ in length; build it with gat_graph()')
-    if not is_compiling() and kernel_backend(x.device) != 'cpp':
-        _check_graph(graph)
+    _check_graph_call('gat_attention', x, graph, num_loops, dropout)
 
     seed = dropout_seed(dropout, generator)
     out, lse, alpha = launch(x, a_src, a_dst, edge_score, list(graph),
@@ -375,6 +388,92 @@ def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
     return torch.ops.pyg_gat_ext.gat_attention(
         x.to(dtype).contiguous(), a_src.to(dtype).contiguous(),
         a_dst.to(dtype).contiguous(), edge_score, graph[0].contiguous(),
+        graph[1].contiguous(), graph[2].contiguous(), graph[3].contiguous(),
+        graph[4].contiguous(), graph[5].contiguous(), num_loops,
+        remove_self_loops, negative_slope, dropout, seed,
+        return_attention_weights)
+
+
+def gatv2_attention(
+    x_src: Tensor,
+    x_dst: Tensor,
+    att: Tensor,
+    graph: GATGraph,
+    edge_x: Optional[Tensor] = None,
+    num_loops: int = 0,
+    remove_self_loops: bool = False,
+    negative_slope: float = 0.2,
+    dropout: float = 0.0,
+    return_attention_weights: bool = False,
+    generator: Optional[torch.Generator] = None,
+) -> GATAttention:
+    r"""Fused GATv2 attention and aggregation (`"How Attentive are Graph
+    Attention Networks?" <https://arxiv.org/abs/2105.14491>`_): for every
+    target node :math:`i` and head,
+
+    .. math::
+        \mathbf{out}_i = \sum_{j} \alpha_{j,i} \mathbf{x}^s_j, \quad
+        \alpha_{j,i} = \operatorname{softmax}_{j} \left( \mathbf{a}^{\top}
+        \mathrm{LeakyReLU}(\mathbf{x}^d_i + \mathbf{x}^s_j +
+        \mathbf{x}^e_{j,i}) \right),
+
+    over the edges :math:`j \to i` of :obj:`graph` and the implicit
+    self-loops of nodes :math:`i <` :obj:`num_loops`, computing the
+    :obj:`C`-wide sums of every edge on the fly: neither they nor the
+    messages are ever formed as :obj:`[E, heads, channels]` tensors. The
+    backward recomputes them from the saved log-sum-exp.
+
+    Args:
+        x_src (torch.Tensor): Source node features :obj:`[N_src, H, C]`
+            (PyG's :obj:`lin_l(x)`), the rows that are aggregated.
+        x_dst (torch.Tensor): Target node features :obj:`[N_dst, H, C]`
+            (PyG's :obj:`lin_r(x)`).
+        att (torch.Tensor): The attention vector, :obj:`[H, C]` (or
+            :obj:`[1, H, C]`, as PyG's parameter).
+        graph (GATGraph): The edges, as for :func:`gat_attention`.
+        edge_x (torch.Tensor, optional): Projected edge features
+            :obj:`[E + num_loops, H, C]` by edge id, the implicit self-loops
+            last. (default: :obj:`None`)
+
+    The other arguments and the result are those of :func:`gat_attention`.
+    """
+    op = 'gatv2_attention'
+    _check_features(op, 'x_src', x_src)
+    num_src, heads, channels = graph.num_src, x_src.size(1), x_src.size(2)
+    _check('x_src', x_src, (num_src, heads, channels), x_src, op)
+    _check('x_dst', x_dst, (graph.num_dst, heads, channels), x_src, op)
+    if att.dim() == 3 and att.size(0) == 1:
+        att = att[0]
+    _check('att', att, (heads, channels), x_src, op)
+    if edge_x is not None:
+        _check('edge_x', edge_x,
+               (graph.num_edges + num_loops, heads, channels), x_src, op)
+    _check_graph_call(op, x_src, graph, num_loops, dropout)
+    seed = dropout_seed(dropout, generator)
+    out, lse, alpha = launch_v2(x_src, x_dst, att, edge_x, list(graph),
+                                num_loops, remove_self_loops,
+                                float(negative_slope), float(dropout), seed,
+                                return_attention_weights)
+    return GATAttention(out, lse, alpha if return_attention_weights else None)
+
+
+def launch_v2(x_src: Tensor, x_dst: Tensor, att: Tensor,
+              edge_x: Optional[Tensor], graph: List[Tensor], num_loops: int,
+              remove_self_loops: bool, negative_slope: float, dropout: float,
+              seed: Optional[Tensor], return_attention_weights: bool
+              ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Runs the ``pyg_gat_ext::gatv2_attention`` operator as :func:`launch`
+    runs GAT's: on a well-formed graph, in the common dtype of the inputs,
+    contiguous, :obj:`att` as :obj:`[H, C]`. TorchScript-compatible."""
+    dtype = torch.promote_types(torch.promote_types(x_src.dtype, x_dst.dtype),
+                                att.dtype)
+    if edge_x is not None:
+        dtype = torch.promote_types(dtype, edge_x.dtype)
+        edge_x = edge_x.to(dtype).contiguous()
+    att = att.reshape(x_src.size(1), x_src.size(2))
+    return torch.ops.pyg_gat_ext.gatv2_attention(
+        x_src.to(dtype).contiguous(), x_dst.to(dtype).contiguous(),
+        att.to(dtype).contiguous(), edge_x, graph[0].contiguous(),
         graph[1].contiguous(), graph[2].contiguous(), graph[3].contiguous(),
         graph[4].contiguous(), graph[5].contiguous(), num_loops,
         remove_self_loops, negative_slope, dropout, seed,
