@@ -85,12 +85,13 @@ def backend(request, device):
 
 @pytest.fixture(params=['fused', 'unfused'])
 def path(request):
-    r"""Forces :class:`pyg_gat_ext.GATConv` onto the fused kernel or onto
-    the :class:`MessagePassing` path for every layer."""
-    from pyg_gat_ext import GATConv
-    previous = GATConv.fused
-    GATConv.fused = request.param == 'fused'
+    r"""Forces :class:`pyg_gat_ext.GATConv` and
+    :class:`pyg_gat_ext.GATv2Conv` onto the fused kernel or onto the
+    :class:`MessagePassing` path for every layer."""
+    from pyg_gat_ext import GATConv, GATv2Conv
+    previous = GATConv.fused, GATv2Conv.fused
+    GATConv.fused = GATv2Conv.fused = request.param == 'fused'
     try:
         yield request.param
     finally:
-        GATConv.fused = previous
+        GATConv.fused, GATv2Conv.fused = previous

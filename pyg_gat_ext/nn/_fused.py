@@ -6,7 +6,7 @@ aggregation through it, returning what PyG's :meth:`propagate` and
 Edge lists take :func:`edge_list_attention`, which TorchScript compiles as
 well; sparse adjacencies take :func:`propagate_sparse`, in Python only.
 """
-from typing import Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -15,8 +15,19 @@ from torch_geometric.utils import is_torch_sparse_tensor
 
 from pyg_gat_ext.nn import _self_loops
 from pyg_gat_ext.nn._self_loops import FillValue
-from pyg_gat_ext.ops import cached_gat_graph, gat_attention, gat_graph
-from pyg_gat_ext.ops.attention import dropout_seed, group_edges, launch
+from pyg_gat_ext.ops import (
+    GATGraph,
+    cached_gat_graph,
+    gat_attention,
+    gat_graph,
+    gatv2_attention,
+)
+from pyg_gat_ext.ops.attention import (
+    dropout_seed,
+    group_edges,
+    launch,
+    launch_v2,
+)
 
 #: The hooks of `MessagePassing` that the fused path would skip.
 MESSAGE_PASSING_METHODS = ('message', 'edge_update', 'aggregate', 'update',
@@ -39,8 +50,8 @@ def use_fused(conv, edge_index: Adj) -> bool:
     if reason is None:
         return True
     if conv.fused:
-        raise RuntimeError(f'GATConv: fused=True but the fused kernel cannot '
-                           f'serve this call: {reason}')
+        raise RuntimeError(f'{type(conv).__name__}: fused=True but the fused '
+                           f'kernel cannot serve this call: {reason}')
     return False
 
 
@@ -56,13 +67,15 @@ def unfusable(conv, edge_index: Adj) -> Optional[str]:
     r"""Why this call needs the :class:`MessagePassing` path, or
     :obj:`None`."""
     from pyg_gat_ext.nn.gat_conv import GATConv
+    from pyg_gat_ext.nn.gatv2_conv import GATv2Conv
+    base = GATv2Conv if isinstance(conv, GATv2Conv) else GATConv
     if conv.explain:
         return 'explain mode needs the per-edge messages'
-    if conv.normalize:
+    if getattr(conv, 'normalize', False):
         return 'normalize=True rescales the attention after the softmax'
     cls = type(conv)
     for name in MESSAGE_PASSING_METHODS:
-        if getattr(cls, name) is not getattr(GATConv, name):
+        if getattr(cls, name) is not getattr(base, name):
             return f'{cls.__name__} overrides {name}()'
     for name in HOOKS:
         if len(getattr(conv, name)) > 0:
@@ -76,6 +89,68 @@ def unfusable(conv, edge_index: Adj) -> Optional[str]:
         # PyG's message passing rejects this: so does the fallback.
         return "flow='target_to_source' with a sparse adjacency"
     return None
+
+
+class EdgeListSetup(NamedTuple):
+    r"""What both layers' fused paths over an :obj:`[2, E]` edge list take
+    from it (see :func:`edge_list_setup`)."""
+    graph: List[Tensor]
+    num_loops: int
+    keep: OptTensor
+    edge_attr: OptTensor
+
+
+def edge_list_setup(edge_index: Tensor, edge_attr: OptTensor, num_src: int,
+                    num_dst: int, flow: str, add_self_loops: bool,
+                    fill_value: FillValue,
+                    return_attention_weights: bool) -> EdgeListSetup:
+    r"""The grouped graph of :obj:`edge_index` (cached in eager mode, built
+    when scripted), the number of implicit self-loops, which edges are not
+    self-loops (where the loops are replaced and that matters: for the
+    edge features or the returned weights) and the edge features as
+    :obj:`[E + num_loops, D]` rows by edge id, the loops' from
+    :obj:`fill_value` last (:obj:`None` without features).
+    TorchScript-compatible."""
+    if torch.jit.is_scripting():
+        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
+        graph = list(group_edges(edge_index[j], edge_index[i], num_src,
+                                 num_dst))
+    else:
+        graph = list(cached_gat_graph(edge_index, num_src, num_dst, flow))
+    num_loops = 0
+    if add_self_loops:
+        num_loops = _self_loops.num_loops(num_src, num_dst)
+    keep: Optional[Tensor] = None  # The edges that are not self-loops.
+    if add_self_loops and (return_attention_weights
+                           or edge_attr is not None):
+        keep = edge_index[0] != edge_index[1]
+    if edge_attr is not None:
+        if edge_attr.dim() == 1:
+            edge_attr = edge_attr.view(-1, 1)
+        if keep is not None and num_loops > 0:
+            edge_attr = torch.cat([
+                edge_attr,
+                _self_loops.loop_attr(edge_attr[keep], edge_index[1][keep],
+                                      num_loops, max(num_src, num_dst),
+                                      fill_value)
+            ])
+    return EdgeListSetup(graph, num_loops, keep, edge_attr)
+
+
+def pyg_order(edge_index: Tensor, alpha: Tensor, setup: EdgeListSetup,
+              num_src: int, num_dst: int,
+              fill_value: FillValue) -> Tuple[Tensor, Tensor]:
+    r"""The edges and the kernel's attention weights (by edge id) in PyG's
+    order: the edges that are not self-loops, then one loop per node.
+    TorchScript-compatible."""
+    keep = setup.keep
+    if keep is None:
+        return edge_index, alpha
+    num_edges = edge_index.size(1)
+    alpha = torch.cat([alpha[:num_edges][keep], alpha[num_edges:]])
+    edge_index, _ = _self_loops.edge_list_self_loops(
+        edge_index, None, setup.num_loops, max(num_src, num_dst), fill_value)
+    return edge_index, alpha
 
 
 def edge_list_attention(
@@ -92,46 +167,55 @@ def edge_list_attention(
     weights in PyG's order (an empty tensor unless
     :obj:`return_attention_weights`). TorchScript-compatible: the scripted
     layer takes this path too."""
-    # The grouped graph is cached in eager mode, built when scripted.
-    if torch.jit.is_scripting():
-        j, i = (0, 1) if flow == 'source_to_target' else (1, 0)
-        graph = list(group_edges(edge_index[j], edge_index[i], num_src,
-                                 num_dst))
-    else:
-        graph = list(cached_gat_graph(edge_index, num_src, num_dst, flow))
     score_weight = edge_score_weight(lin_edge_weight, att_edge, edge_attr)
-    num_loops = 0
-    if add_self_loops:
-        num_loops = _self_loops.num_loops(num_src, num_dst)
-    keep: Optional[Tensor] = None  # The edges that are not self-loops.
-    if add_self_loops and (return_attention_weights
-                           or edge_attr is not None):
-        keep = edge_index[0] != edge_index[1]
+    setup = edge_list_setup(edge_index,
+                            None if score_weight is None else edge_attr,
+                            num_src, num_dst, flow, add_self_loops,
+                            fill_value, return_attention_weights)
     edge_score: Optional[Tensor] = None
+    edge_attr = setup.edge_attr
     if (edge_attr is not None and score_weight is not None
-            and edge_attr.size(0) + num_loops > 0):
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
+            and edge_attr.size(0) > 0):  # Unused without rows, as in PyG.
         edge_score = edge_attr @ score_weight.t()
-        if keep is not None and num_loops > 0:
-            loop_attr = _self_loops.loop_attr(edge_attr[keep],
-                                              edge_index[1][keep], num_loops,
-                                              max(num_src, num_dst),
-                                              fill_value)
-            edge_score = torch.cat([edge_score, loop_attr @ score_weight.t()])
-    out, lse, alpha = launch(x_src, alpha_src, alpha_dst, edge_score, graph,
-                             num_loops, add_self_loops, negative_slope,
-                             dropout, dropout_seed(dropout),
+    out, lse, alpha = launch(x_src, alpha_src, alpha_dst, edge_score,
+                             setup.graph, setup.num_loops, add_self_loops,
+                             negative_slope, dropout, dropout_seed(dropout),
                              return_attention_weights)
     if not return_attention_weights:
         return out, edge_index, alpha_src.new_empty(0, alpha_src.size(1))
-    if keep is not None:
-        # The edges and weights in PyG's order: the edges that are not
-        # self-loops, then one loop per node.
-        num_edges = edge_index.size(1)
-        alpha = torch.cat([alpha[:num_edges][keep], alpha[num_edges:]])
-        edge_index, _ = _self_loops.edge_list_self_loops(
-            edge_index, None, num_loops, max(num_src, num_dst), fill_value)
+    edge_index, alpha = pyg_order(edge_index, alpha, setup, num_src, num_dst,
+                                  fill_value)
+    return out, edge_index, alpha
+
+
+def edge_list_attention_v2(
+        x_src: Tensor, x_dst: Tensor, att: Tensor, edge_index: Tensor,
+        edge_attr: OptTensor, lin_edge_weight: OptTensor, num_src: int,
+        num_dst: int, flow: str, add_self_loops: bool,
+        fill_value: FillValue, negative_slope: float, dropout: float,
+        return_attention_weights: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    r""":func:`edge_list_attention` for :class:`GATv2Conv`: the kernel
+    forms each edge's :obj:`x_dst[i] + x_src[j] (+ lin_edge(e_ji))` on the
+    fly; only the projected edge features, where the layer has them, are an
+    :obj:`[E, H, C]` tensor (as PyG's). TorchScript-compatible."""
+    heads, channels = x_src.size(1), x_src.size(2)
+    setup = edge_list_setup(edge_index,
+                            None if lin_edge_weight is None else edge_attr,
+                            num_src, num_dst, flow, add_self_loops,
+                            fill_value, return_attention_weights)
+    edge_x: Optional[Tensor] = None
+    edge_attr = setup.edge_attr
+    if edge_attr is not None and lin_edge_weight is not None:
+        edge_x = (edge_attr @ lin_edge_weight.t()).view(-1, heads, channels)
+    out, lse, alpha = launch_v2(x_src, x_dst, att, edge_x, setup.graph,
+                                setup.num_loops, add_self_loops,
+                                negative_slope, dropout,
+                                dropout_seed(dropout),
+                                return_attention_weights)
+    if not return_attention_weights:
+        return out, edge_index, x_src.new_empty(0, heads)
+    edge_index, alpha = pyg_order(edge_index, alpha, setup, num_src, num_dst,
+                                  fill_value)
     return out, edge_index, alpha
 
 
@@ -152,21 +236,20 @@ def materialize_lin_edge(conv, edge_attr: OptTensor) -> None:
     call would: the fused path reads its weight without calling it. Python
     only."""
     lin_edge = conv.lin_edge
-    if lin_edge is None or conv.att_edge is None or edge_attr is None:
-        return
+    if lin_edge is None or edge_attr is None or torch.compiler.is_compiling():
+        return  # (Dynamo materialises lazy modules before it traces.)
     if torch.nn.parameter.is_lazy(lin_edge.weight):
         lin_edge(edge_attr.view(edge_attr.size(0), -1))
 
 
-def propagate_sparse(
-        conv, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
-        edge_index: Adj, edge_attr: OptTensor, num_src: int, num_dst: int,
-        return_attention_weights: bool) -> Tuple[Tensor, Adj, Tensor]:
-    r"""The fused attention over a sparse adjacency (:obj:`torch.sparse` or
-    :class:`SparseTensor`): its self-loops are replaced as PyG does
-    (node-level copies), then its entries are the edges. Returns
-    :obj:`out`, the adjacency and the attention weights in its order (an
-    empty tensor unless :obj:`return_attention_weights`). Python only."""
+def sparse_setup(conv, edge_index: Adj, edge_attr: OptTensor, num_src: int,
+                 num_dst: int) -> Tuple[Adj, GATGraph, OptTensor]:
+    r"""What both layers' fused paths take from a sparse adjacency
+    (:obj:`torch.sparse` or :class:`SparseTensor`): the adjacency with its
+    self-loops replaced as PyG does (node-level copies), the grouped graph
+    of its entries and their edge features as 2-D rows (:obj:`None` for
+    none, for 1-D edge weights as PyG's :obj:`collect` has it, and where
+    the layer has no :obj:`lin_edge`). Python only."""
     if conv.add_self_loops and isinstance(edge_index, SparseTensor):
         edge_index = _self_loops.sparse_tensor_self_loops(
             edge_index, edge_attr, _self_loops.num_loops(num_src, num_dst),
@@ -185,21 +268,53 @@ def propagate_sparse(
         value = None  # Edge weights, not features (as PyG's `collect`).
     if edge_attr is None:
         edge_attr = value
-    edge_score = None
     materialize_lin_edge(conv, edge_attr)
-    score_weight = edge_score_weight(
-        None if conv.lin_edge is None else conv.lin_edge.weight,
-        conv.att_edge, edge_attr)
-    if (edge_attr is not None and score_weight is not None
-            and edge_attr.size(0) > 0):  # Unused without edges.
-        if edge_attr.dim() == 1:
-            edge_attr = edge_attr.view(-1, 1)
-        edge_score = edge_attr @ score_weight.t()
-    result = gat_attention(x_src, alpha_src, alpha_dst,
-                           gat_graph(src, dst, num_src, num_dst), edge_score,
+    if conv.lin_edge is None or edge_attr is None or edge_attr.size(0) == 0:
+        edge_attr = None  # Unused without edges.
+    elif edge_attr.dim() == 1:
+        edge_attr = edge_attr.view(-1, 1)
+    return edge_index, gat_graph(src, dst, num_src, num_dst), edge_attr
+
+
+def propagate_sparse(
+        conv, x_src: Tensor, alpha_src: Tensor, alpha_dst: OptTensor,
+        edge_index: Adj, edge_attr: OptTensor, num_src: int, num_dst: int,
+        return_attention_weights: bool) -> Tuple[Tensor, Adj, Tensor]:
+    r"""The fused attention over a sparse adjacency (see
+    :func:`sparse_setup`), whose entries are the edges. Returns
+    :obj:`out`, the adjacency and the attention weights in its order (an
+    empty tensor unless :obj:`return_attention_weights`). Python only."""
+    edge_index, graph, edge_attr = sparse_setup(conv, edge_index, edge_attr,
+                                                num_src, num_dst)
+    edge_score = None
+    if edge_attr is not None and conv.att_edge is not None:
+        edge_score = edge_attr @ edge_score_weight(
+            conv.lin_edge.weight, conv.att_edge, edge_attr).t()
+    result = gat_attention(x_src, alpha_src, alpha_dst, graph, edge_score,
                            negative_slope=conv.negative_slope,
                            dropout=conv.dropout if conv.training else 0.0,
                            return_attention_weights=return_attention_weights)
     alpha = (result.alpha if return_attention_weights else
              alpha_src.new_empty(0, conv.heads))
+    return result.out, edge_index, alpha
+
+
+def propagate_sparse_v2(
+        conv, x_src: Tensor, x_dst: Tensor, edge_index: Adj,
+        edge_attr: OptTensor, num_src: int, num_dst: int,
+        return_attention_weights: bool) -> Tuple[Tensor, Adj, Tensor]:
+    r""":func:`propagate_sparse` for :class:`GATv2Conv`. Python only."""
+    edge_index, graph, edge_attr = sparse_setup(conv, edge_index, edge_attr,
+                                                num_src, num_dst)
+    edge_x = None
+    if edge_attr is not None:
+        edge_x = conv.lin_edge(edge_attr).view(-1, conv.heads,
+                                               conv.out_channels)
+    result = gatv2_attention(
+        x_src, x_dst, conv.att, graph, edge_x,
+        negative_slope=conv.negative_slope,
+        dropout=conv.dropout if conv.training else 0.0,
+        return_attention_weights=return_attention_weights)
+    alpha = (result.alpha if return_attention_weights else
+             x_src.new_empty(0, conv.heads))
     return result.out, edge_index, alpha

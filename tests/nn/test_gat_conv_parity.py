@@ -44,8 +44,9 @@ def make_layers(in_channels, out_channels, dtype, device, seed=0,
 def run(conv, x, edge_index, edge_attr=None, size=None):
     r"""Runs :obj:`conv` and returns :obj:`(out, edge_index, alpha)`, the
     edge indices plain :obj:`[2, E]` in the order of :obj:`alpha`."""
-    out, att = conv(x, edge_index, edge_attr, size=size,
-                    return_attention_weights=True)
+    kwargs = {} if size is None else {'size': size}  # GATv2Conv has none.
+    out, att = conv(x, edge_index, edge_attr, return_attention_weights=True,
+                    **kwargs)
     if isinstance(att, SparseTensor):
         return out, edge_index_of(att), att.storage.value()
     return out, edge_index_of(att[0]), att[1]
