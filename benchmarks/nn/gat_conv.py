@@ -1,9 +1,12 @@
 r"""Benchmarks one :class:`pyg_gat_ext.GATConv` layer against
-:class:`torch_geometric.nn.GATConv` (same weights), forward and
-forward+backward, on synthetic graphs with uniform and power-law in-degrees:
-time and peak memory side by side in one run, as ratios, written to a CSV.
+:class:`torch_geometric.nn.GATConv` (or, with ``--layer gatv2``, our
+:class:`~pyg_gat_ext.GATv2Conv` against PyG's ``GATv2Conv``; same weights),
+forward and forward+backward, on synthetic graphs with uniform and
+power-law in-degrees: time and peak memory side by side in one run, as
+ratios, written to a CSV.
 
     python benchmarks/nn/gat_conv.py --device cpu --csv out.csv
+    python benchmarks/nn/gat_conv.py --layer gatv2 --csv out.csv
     python benchmarks/nn/gat_conv.py --device cuda --nodes 2000000 \
         --edges 50000000 --configs 8x8:uniform --csv out.csv
 
@@ -32,7 +35,7 @@ import time
 import torch
 import torch_geometric.nn as pyg_nn
 
-from pyg_gat_ext import GATConv
+from pyg_gat_ext import GATConv, GATv2Conv
 from pyg_gat_ext.memory import peak_memory
 from pyg_gat_ext.ops import cached_gat_graph, kernel_backend
 from pyg_gat_ext.ops.attention import graph_cache
@@ -52,10 +55,18 @@ def make_graph(kind, num_nodes, num_edges, device, seed=0):
     return torch.stack([src, dst]).to(device)
 
 
-def make_layers(in_channels, heads, channels, device, dtype):
+#: The layers ``--layer`` compares: (PyG's class, ours).
+LAYERS = {
+    'gat': (pyg_nn.GATConv, GATConv),
+    'gatv2': (pyg_nn.GATv2Conv, GATv2Conv),
+}
+
+
+def make_layers(in_channels, heads, channels, device, dtype, layer='gat'):
     torch.manual_seed(0)
-    ref = pyg_nn.GATConv(in_channels, channels, heads=heads)
-    ours = GATConv(in_channels, channels, heads=heads)
+    ref_cls, our_cls = LAYERS[layer]
+    ref = ref_cls(in_channels, channels, heads=heads)
+    ours = our_cls(in_channels, channels, heads=heads)
     ours.load_state_dict(ref.state_dict())
     return {'ours': ours.to(device, dtype), 'pyg': ref.to(device, dtype)}
 
@@ -101,21 +112,29 @@ def kernel_bound(x, edge_index, conv, device, mode, reps=5):
     it must move at least are each edge's index entries and gathered source
     row of :obj:`H * C` features (forward), plus the gathered target
     gradient row (backward), and the node-level inputs and outputs."""
-    from pyg_gat_ext.ops import gat_attention
-    with torch.no_grad():
-        h = conv.lin(x).view(-1, conv.heads, conv.out_channels)
-        a_src = (h * conv.att_src).sum(-1)
-        a_dst = (h * conv.att_dst).sum(-1)
+    from pyg_gat_ext.ops import gat_attention, gatv2_attention
     num_nodes, num_edges = x.size(0), edge_index.size(1)
     graph = cached_gat_graph(edge_index, num_nodes, num_nodes)
+    shape = (-1, conv.heads, conv.out_channels)
+    with torch.no_grad():
+        if isinstance(conv, GATv2Conv):  # Target rows instead of scores.
+            h = conv.lin_l(x).view(shape)
+            inputs = (conv.lin_r(x).view(shape), conv.att.detach())
+            op = gatv2_attention
+        else:
+            h = conv.lin(x).view(shape)
+            inputs = ((h * conv.att_src).sum(-1), (h * conv.att_dst).sum(-1))
+            op = gat_attention
     row = h[0].numel() * h.element_size()
     index = graph.col.element_size() * 2  # Neighbour and edge id.
     node_bytes = num_nodes * (2 * row + 3 * conv.heads * 4)
+    if isinstance(conv, GATv2Conv):
+        node_bytes += num_nodes * row  # Reading (and its gradient) x_dst.
     h.requires_grad_(mode != 'forward')
 
     def run():
-        out = gat_attention(h, a_src, a_dst, graph, num_loops=num_nodes,
-                            remove_self_loops=True).out
+        out = op(h, *inputs, graph, num_loops=num_nodes,
+                 remove_self_loops=True).out
         if mode != 'forward':
             out.backward(torch.ones_like(out))
 
@@ -163,6 +182,7 @@ def write_csv(path, rows, first=()):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--layer', default='gat', choices=sorted(LAYERS))
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--dtype', default='float32')
     parser.add_argument('--nodes', type=int, default=100_000)
@@ -190,12 +210,12 @@ def main(argv=None):
         x = torch.randn(args.nodes, args.in_channels, device=device,
                         dtype=dtype)
         layers = make_layers(args.in_channels, heads, channels, device,
-                             dtype)
+                             dtype, args.layer)
         graph_cache.clear()
         with peak_memory(device) as cache_mem:
             cached_gat_graph(edge_index, args.nodes, args.nodes)
         for mode in args.modes:
-            row = dict(device=str(device), dtype=args.dtype,
+            row = dict(layer=args.layer, device=str(device), dtype=args.dtype,
                        nodes=args.nodes, edges=args.edges,
                        in_channels=args.in_channels, heads=heads,
                        channels=channels, graph=kind, mode=mode)

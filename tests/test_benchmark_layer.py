@@ -1,0 +1,27 @@
+r"""benchmarks/nn/gat_conv.py on a tiny graph, for both layers: every
+column written, both layers timed, the fused op set against its bound."""
+import csv
+
+import pytest
+
+from tests.helpers import load_script
+
+
+@pytest.mark.parametrize('layer', ['gat', 'gatv2'])
+def test_layer_benchmark_writes_its_rows(layer, tmp_path):
+    bench = load_script('benchmarks', 'nn', 'gat_conv.py')
+    path = tmp_path / f'{layer}.csv'
+    bench.main(['--layer', layer, '--nodes', '300', '--edges', '3000',
+                '--in-channels', '16', '--configs', '2x4:uniform',
+                '4x8:power_law', '--reps', '2', '--csv', str(path)])
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [(r['heads'], r['graph'], r['mode']) for r in rows] == [
+        (h, g, m) for h, g in (('2', 'uniform'), ('4', 'power_law'))
+        for m in ('forward', 'forward+backward')]
+    for r in rows:
+        assert r['layer'] == layer
+        for key in ('ours_ms', 'pyg_ms', 'speedup', 'kernel_ms'):
+            assert float(r[key]) > 0, key
+        # (Rounded to 0 on a graph this small.)
+        assert float(r['fraction_of_bound']) >= 0
