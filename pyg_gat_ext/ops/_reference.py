@@ -395,13 +395,22 @@ def gatv2_attention(x_src: Tensor, x_dst: Tensor, att: Tensor,
     :func:`gat_attention`. PyG's ``GATv2Conv`` forms :math:`\mathbf{s}`
     and the messages for every edge; the kernels form neither.
     """
+    dtype = x_src.dtype  # Half precision is computed in float32.
+    x_src, x_dst, att, edge_x = _opmath(x_src, x_dst, att, edge_x)
     src, dst, eid, valid, _, _, e = _gatv2_edges(x_src, x_dst, att, edge_x,
                                                  rowptr, col, csr_eid,
                                                  num_loops, remove_self_loops,
                                                  negative_slope)
-    return _softmax_aggregate(x_src, e, src, dst, eid, valid,
-                              rowptr.numel() - 1, dropout, seed,
-                              return_attention_weights)
+    out, lse, weights = _softmax_aggregate(x_src, e, src, dst, eid, valid,
+                                           rowptr.numel() - 1, dropout, seed,
+                                           return_attention_weights)
+    return out.to(dtype), lse, weights.to(dtype)
+
+
+def _opmath(*tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+    # The tensors in the type the ops compute in (see `opmath`).
+    return tuple(None if t is None else t.to(opmath(t.dtype))
+                 for t in tensors)
 
 
 def gatv2_attention_backward(
@@ -429,6 +438,11 @@ def gatv2_attention_backward(
     :math:`\sum_i \alpha_{ji} \delta_{ji} g_i`) for :obj:`x_src`, and
     kept per edge for :obj:`edge_x`.
     """
+    dtypes = [t.dtype for t in (x_src, x_dst, att)]
+    grad_out, grad_alpha, x_src, x_dst, att = _opmath(grad_out, grad_alpha,
+                                                      x_src, x_dst, att)
+    edge_dtype = None if edge_x is None else edge_x.dtype
+    edge_x, = _opmath(edge_x)
     src, dst, eid, valid, s, u, e = _gatv2_edges(x_src, x_dst, att, edge_x,
                                                  rowptr, col, csr_eid,
                                                  num_loops, remove_self_loops,
@@ -444,4 +458,7 @@ def gatv2_attention_backward(
     grad_edge = ds.new_empty(0, x_src.size(1), x_src.size(2))
     if edge_x is not None:
         grad_edge = torch.zeros_like(edge_x).index_put_((eid, ), ds)
-    return grad_src, grad_dst, grad_att, grad_edge
+        grad_edge = grad_edge.to(edge_dtype)
+    return (grad_src.to(dtypes[0]), grad_dst.to(dtypes[1]),
+            grad_att.to(dtypes[2]), grad_edge.to(dtypes[0]) if edge_x is None
+            else grad_edge)
