@@ -1,13 +1,14 @@
 r"""pyg_gat_ext.patch(): PyG's model classes built after it use our GATConv
-and match PyG's (same weights: outputs and every gradient); unpatch()
+and GATv2Conv and match PyG's (same weights: outputs and every gradient); unpatch()
 restores PyG's names; both are idempotent."""
 import pytest
 import torch
 import torch_geometric.nn as pyg_nn
 from torch_geometric.nn.conv.gat_conv import GATConv as PyGGATConv
+from torch_geometric.nn.conv.gatv2_conv import GATv2Conv as PyGGATv2Conv
 
 import pyg_gat_ext
-from pyg_gat_ext import GATConv
+from pyg_gat_ext import GATConv, GATv2Conv
 from tests.conftest import TOL
 
 
@@ -21,11 +22,13 @@ def _unpatched():
 def test_patch_binds_every_name_and_unpatch_restores_them():
     import torch_geometric.nn.conv as conv
     import torch_geometric.nn.conv.gat_conv as gat_conv
+    import torch_geometric.nn.conv.gatv2_conv as gatv2_conv
     import torch_geometric.nn.models.basic_gnn as basic_gnn
     names = pyg_gat_ext.patch()
     assert {
         'torch_geometric.nn', 'torch_geometric.nn.conv',
         'torch_geometric.nn.conv.gat_conv',
+        'torch_geometric.nn.conv.gatv2_conv',
         'torch_geometric.nn.models.basic_gnn',
         'torch_geometric.nn.models.attentive_fp',
         'torch_geometric.nn.models.polynormer'
@@ -33,11 +36,15 @@ def test_patch_binds_every_name_and_unpatch_restores_them():
     assert pyg_gat_ext.is_patched()
     for module in (pyg_nn, conv, gat_conv, basic_gnn):
         assert module.GATConv is GATConv
+    for module in (pyg_nn, conv, gatv2_conv, basic_gnn):
+        assert module.GATv2Conv is GATv2Conv
     assert pyg_gat_ext.patch() == []  # Idempotent.
     assert set(pyg_gat_ext.unpatch()) == set(names)
     assert not pyg_gat_ext.is_patched()
     for module in (pyg_nn, conv, gat_conv, basic_gnn):
         assert module.GATConv is PyGGATConv
+    for module in (pyg_nn, conv, gatv2_conv, basic_gnn):
+        assert module.GATv2Conv is PyGGATv2Conv
     assert pyg_gat_ext.unpatch() == []
 
 
@@ -93,6 +100,17 @@ def test_gat_model():
     assert all(isinstance(c, PyGGATConv) for c in ref.convs)
     x, edge_index = _graph()
     _assert_same(ref, ours, (x, edge_index), [x])
+
+
+def test_gat_v2_model():
+    from torch_geometric.nn.models import GAT
+    ref, ours = _pair(lambda: GAT(6, 16, num_layers=3, out_channels=3,
+                                  heads=4, v2=True, edge_dim=2))
+    assert all(isinstance(c, GATv2Conv) for c in ours.convs)
+    assert all(isinstance(c, PyGGATv2Conv) for c in ref.convs)
+    x, edge_index = _graph()
+    edge_attr = torch.randn(edge_index.size(1), 2, dtype=torch.float64)
+    _assert_same(ref, ours, (x, edge_index, None, edge_attr), [x])
 
 
 def test_attentive_fp():

@@ -5,8 +5,9 @@ r"""Parity of :class:`pyg_gat_ext.GATv2Conv` with
 order, and every gradient) on both paths of the layer: the input forms and
 graphs, the constructor options (``share_weights`` among them), every
 implementation of the ops on representative cases, a random sweep, and what
-is GATv2's own (``GAT(v2=True)`` under :func:`pyg_gat_ext.patch`,
-TorchScript, :func:`torch.compile`, the missing ``[E, H, C]`` tensors)."""
+is GATv2's own (TorchScript, :func:`torch.compile`, the missing
+``[E, H, C]`` tensors). ``GAT(v2=True)`` under :func:`pyg_gat_ext.patch`
+is in ``tests/test_patch.py``."""
 import itertools
 import random
 
@@ -16,7 +17,6 @@ import torch_geometric.nn as pyg_nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch_geometric.typing import WITH_TORCH_SPARSE
 
-import pyg_gat_ext
 from pyg_gat_ext import GATv2Conv
 from tests.conftest import TOL
 from tests.helpers import FORMS, GRAPHS, make_graph, to_form
@@ -300,23 +300,6 @@ def test_fuzz_against_pyg(dtype, path, device):
                 form, cfg['add_self_loops'], cfg['edge_dim'],
                 cfg['fill_value'], num_dst > num_src))
         checked += 1
-
-
-def test_patch_builds_ours_for_gat_v2():
-    from torch_geometric.nn.models import GAT
-    was = pyg_gat_ext.is_patched()
-    pyg_gat_ext.patch()
-    try:
-        model = GAT(8, 16, 2, out_channels=3, heads=2, v2=True)
-        assert all(isinstance(c, GATv2Conv) for c in model.convs)
-        assert pyg_nn.GATv2Conv is GATv2Conv
-    finally:
-        if not was:
-            pyg_gat_ext.unpatch()
-    if not was:
-        assert pyg_nn.GATv2Conv is not GATv2Conv
-        model = GAT(8, 16, 2, heads=2, v2=True)
-        assert not isinstance(model.convs[0], GATv2Conv)
 
 
 class _Model(torch.nn.Module):
