@@ -1,6 +1,6 @@
 r"""pyg_gat_ext.patch(): PyG's model classes built after it use our GATConv
-and GATv2Conv and match PyG's (same weights: outputs and every gradient); unpatch()
-restores PyG's names; both are idempotent."""
+and GATv2Conv and match PyG's (same weights: outputs and every gradient);
+unpatch() restores PyG's names; both are idempotent."""
 import pytest
 import torch
 import torch_geometric.nn as pyg_nn
