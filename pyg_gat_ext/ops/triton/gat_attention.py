@@ -73,6 +73,13 @@ def _edges(nbr_ptr, eid_ptr, node, pos, hi, end, num_edges,
 
 
 @triton.jit
+def _by_edge_id(ids, valid, heads, hmask, H):
+    # The offsets of a [BLOCK_E, BLOCK_H] tile of an [E', H] tensor indexed
+    # by edge id, and its mask (positions `valid`, heads below H).
+    return ids[:, None] * H + heads[None, :], valid[:, None] & hmask[None, :]
+
+
+@triton.jit
 def _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask, slope, H,
             HAS_EDGE: tl.constexpr, ACC: tl.constexpr):
     # Raw and LeakyReLU scores [BLOCK_E, BLOCK_H] of edges src -> dst.
@@ -167,9 +174,9 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
             w = w * _dropout(ids, heads, k0, k1, threshold, scale)
         w = tl.where(counts[:, None], w, 0.0)
         if RETURN_ATTENTION_WEIGHTS:
-            tl.store(alpha_ptr + ids[:, None] * H + heads[None, :],
-                     w.to(alpha_ptr.dtype.element_ty),
-                     mask=exists[:, None] & hmask[None, :])
+            offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
+            tl.store(alpha_ptr + offs, w.to(alpha_ptr.dtype.element_ty),
+                     mask=emask)
         xj = tl.load(x_ptr + src[:, None, None] * (H * C) + tile[None, :, :],
                      mask=counts[:, None, None] & xmask[None, :, :],
                      other=0.0).to(ACC)
@@ -211,8 +218,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
                      mask=counts[:, None, None] & xmask[None, :, :],
                      other=0.0).to(ACC)
         ga = tl.sum(xj * gi[None, :, :], axis=2)
-        offs = ids[:, None] * H + heads[None, :]
-        emask = exists[:, None] & hmask[None, :]
+        offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
         if HAS_GA:
             ga += tl.load(ga_ptr + offs, mask=emask, other=0.0).to(ACC)
         if DROPOUT:
@@ -230,8 +236,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
         z, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
         a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
-        offs = ids[:, None] * H + heads[None, :]
-        emask = exists[:, None] & hmask[None, :]
+        offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
         ga = tl.load(dz_ptr + offs, mask=emask, other=0.0)
         g = a * (ga - d[None, :]) * tl.where(z > 0, 1.0, slope)
         g = tl.where(counts[:, None], g, 0.0)
@@ -263,8 +268,7 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
         pos = start + tl.arange(0, BLOCK_E)
         dst, ids, exists, counts = _edges(dst_ptr, eid_ptr, j, pos, hi, end,
                                           num_edges, REMOVE_SELF_LOOPS)
-        offs = ids[:, None] * H + heads[None, :]
-        cmask = counts[:, None] & hmask[None, :]
+        offs, cmask = _by_edge_id(ids, counts, heads, hmask, H)
         gs += tl.sum(tl.load(dz_ptr + offs, mask=cmask, other=0.0), axis=0)
         _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)

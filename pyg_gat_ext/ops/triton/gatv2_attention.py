@@ -23,6 +23,7 @@ from pyg_gat_ext.ops._reference import dropout_threshold, seed_words
 from pyg_gat_ext.ops.triton._launch import Launch, run
 from pyg_gat_ext.ops.triton.gat_attention import (
     SEED_WORDS,
+    _by_edge_id,
     _config,
     _dense,
     _dropout,
@@ -132,31 +133,31 @@ def _gatv2_fwd(xs_ptr, xd_ptr, att_ptr, ex_ptr, ptr_ptr, src_ptr, eid_ptr,
             if DROPOUT:
                 w = w * _dropout(ids, heads, k0, k1, threshold, scale)
             w = tl.where(counts[:, None], w, 0.0)
-            tl.store(alpha_ptr + ids[:, None] * H + heads[None, :],
-                     w.to(alpha_ptr.dtype.element_ty),
-                     mask=exists[:, None] & hmask[None, :])
+            offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
+            tl.store(alpha_ptr + offs, w.to(alpha_ptr.dtype.element_ty),
+                     mask=emask)
 
 
 @triton.jit
-def _target_edges(go_ptr, ga_ptr, xs_ptr, ex_ptr, src_ptr, eid_ptr, i, pos,
-                  hi, end, num_edges, xd, gi, att, lse, tile, xmask, heads,
-                  hmask, slope, scale, k0, k1, threshold, H, C,
+def _target_edges(ga_ptr, xs_ptr, ex_ptr, src_ptr, eid_ptr, i, start, hi,
+                  end, num_edges, xd, gi, att, lse, tile, xmask, heads, hmask,
+                  slope, scale, k0, k1, threshold, H, C,
                   HAS_EDGE: tl.constexpr, HAS_GA: tl.constexpr,
                   REMOVE_SELF_LOOPS: tl.constexpr, DROPOUT: tl.constexpr,
-                  ACC: tl.constexpr):
-    # For a block of target i's positions: the edge ids, whether each
-    # position exists, the sums s, their activations, the attention
-    # (zero for left-out edges), the dropout factor and
+                  ACC: tl.constexpr, BLOCK_E: tl.constexpr):
+    # For target i's block of positions from `start`: the edge ids,
+    # whether each position exists, the sums s, their activations, the
+    # attention (zero for left-out edges), the dropout factor and
     # g_alpha = dropout * (<g_i, x_j> + grad_alpha).
+    pos = start + tl.arange(0, BLOCK_E)
     ids, exists, counts, xj, z, u, e = _target_scores(
         xs_ptr, ex_ptr, src_ptr, eid_ptr, i, pos, hi, end, num_edges, xd,
         att, tile, xmask, slope, H, C, HAS_EDGE, REMOVE_SELF_LOOPS, ACC)
     a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
     ga = tl.sum(xj * gi[None, :, :], axis=2)
     if HAS_GA:
-        ga += tl.load(ga_ptr + ids[:, None] * H + heads[None, :],
-                      mask=exists[:, None] & hmask[None, :],
-                      other=0.0).to(ACC)
+        offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
+        ga += tl.load(ga_ptr + offs, mask=emask, other=0.0).to(ACC)
     delta = tl.full([1, 1], 1.0, ACC)
     if DROPOUT:
         delta = _dropout(ids, heads, k0, k1, threshold, scale)
@@ -194,36 +195,30 @@ def _gatv2_bwd_dst(go_ptr, ga_ptr, xs_ptr, xd_ptr, att_ptr, ex_ptr, lse_ptr,
                      other=0.0).to(ACC)
         lse = tl.load(lse_ptr + i * H + heads, mask=hmask, other=0.0).to(ACC)
         d = tl.zeros([BLOCK_H], ACC)
-        for start in range(lo, end, BLOCK_E):
-            pos = start + tl.arange(0, BLOCK_E)
-            _, _, _, _, a, _, ga = _target_edges(
-                go_ptr, ga_ptr, xs_ptr, ex_ptr, src_ptr, eid_ptr, i, pos, hi,
-                end, num_edges, xd, gi, att, lse, tile, xmask, heads, hmask,
-                slope, scale, k0, k1, threshold, H, C, HAS_EDGE, HAS_GA,
-                REMOVE_SELF_LOOPS, DROPOUT, ACC)
-            d += tl.sum(a * ga, axis=0)
-
         gd = tl.zeros([BLOCK_H, BLOCK_C], ACC)
-        for start in range(lo, end, BLOCK_E):
-            pos = start + tl.arange(0, BLOCK_E)
-            ids, exists, z, u, a, delta, ga = _target_edges(
-                go_ptr, ga_ptr, xs_ptr, ex_ptr, src_ptr, eid_ptr, i, pos, hi,
-                end, num_edges, xd, gi, att, lse, tile, xmask, heads, hmask,
-                slope, scale, k0, k1, threshold, H, C, HAS_EDGE, HAS_GA,
-                REMOVE_SELF_LOOPS, DROPOUT, ACC)
-            de = a * (ga - d[None, :])
-            offs = ids[:, None] * H + heads[None, :]
-            emask = exists[:, None] & hmask[None, :]
-            tl.store(dz_ptr + offs, de, mask=emask)
-            tl.store(w_ptr + offs, a * delta, mask=emask)
-            ds = de[:, :, None] * att[None, :, :] * tl.where(z > 0, 1.0,
-                                                             slope)
-            if HAS_EDGE:
-                tl.store(gex_ptr + ids[:, None, None] * (H * C) +
-                         tile[None, :, :], ds.to(gex_ptr.dtype.element_ty),
-                         mask=exists[:, None, None] & xmask[None, :, :])
-            gd += tl.sum(ds, axis=0)
-            gatt += tl.sum(de[:, :, None] * u, axis=0)
+        for walk in tl.static_range(2):  # The second needs the first's D_i.
+            for start in range(lo, end, BLOCK_E):
+                ids, exists, z, u, a, delta, ga = _target_edges(
+                    ga_ptr, xs_ptr, ex_ptr, src_ptr, eid_ptr, i, start, hi,
+                    end, num_edges, xd, gi, att, lse, tile, xmask, heads,
+                    hmask, slope, scale, k0, k1, threshold, H, C, HAS_EDGE,
+                    HAS_GA, REMOVE_SELF_LOOPS, DROPOUT, ACC, BLOCK_E)
+                if walk == 0:
+                    d += tl.sum(a * ga, axis=0)
+                else:
+                    de = a * (ga - d[None, :])
+                    offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
+                    tl.store(dz_ptr + offs, de, mask=emask)
+                    tl.store(w_ptr + offs, a * delta, mask=emask)
+                    ds = de[:, :, None] * att[None, :, :] * tl.where(
+                        z > 0, 1.0, slope)
+                    if HAS_EDGE:
+                        tl.store(
+                            gex_ptr + ids[:, None, None] * (H * C) +
+                            tile[None, :, :], ds.to(gex_ptr.dtype.element_ty),
+                            mask=exists[:, None, None] & xmask[None, :, :])
+                    gd += tl.sum(ds, axis=0)
+                    gatt += tl.sum(de[:, :, None] * u, axis=0)
         tl.store(gxd_ptr + i * (H * C) + tile,
                  gd.to(gxd_ptr.dtype.element_ty), mask=xmask)
     tl.store(gatt_ptr + tl.program_id(0).to(tl.int64) * (H * C) + tile,
@@ -253,8 +248,7 @@ def _gatv2_bwd_src(go_ptr, xs_ptr, xd_ptr, att_ptr, ptr_ptr, dst_ptr,
         pos = start + tl.arange(0, BLOCK_E)
         dst, ids, exists, counts = _edges(dst_ptr, eid_ptr, j, pos, hi, end,
                                           num_edges, REMOVE_SELF_LOOPS)
-        offs = ids[:, None] * H + heads[None, :]
-        cmask = counts[:, None] & hmask[None, :]
+        offs, cmask = _by_edge_id(ids, counts, heads, hmask, H)
         mask = counts[:, None, None] & xmask[None, :, :]
         w = tl.load(w_ptr + offs, mask=cmask, other=0.0)
         gi = _rows(go_ptr, dst, tile, mask, H, C, ACC)
