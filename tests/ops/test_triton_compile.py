@@ -11,10 +11,10 @@ with ``cuobjdump -res-usage`` from the cubin, shared memory from the
 compiled kernel's metadata.
 
 By default a quick check is compiled (every kernel at its largest tile
-with every flag on, in float32 for sm_90 and in bfloat16 for sm_80: 12
+with every flag on, in float32 for sm_90 and in bfloat16 for sm_80: 18
 variants, a few seconds per variant on 2 cores);
 ``PYG_GAT_EXT_TRITON_COMPILE=full`` compiles the full matrix
-(:func:`_options`, 1232 variants, a step of ``.ci/run``) and writes
+(:func:`_options`, 2264 variants, a step of ``.ci/run``) and writes
 ``benchmarks/results/triton_resources.csv``.
 Compilation runs in worker processes without ``TRITON_INTERPRET``, which
 the test session sets on CPU and under which kernels are not compiled.
@@ -37,6 +37,12 @@ triton = pytest.importorskip('triton')
 tl = pytest.importorskip('triton.language')
 
 FULL = os.environ.get('PYG_GAT_EXT_TRITON_COMPILE', '') == 'full'
+#: Only the ops named here (comma-separated, e.g. ``gatv2_attention,
+#: gatv2_attention_backward``) when set: to compile one kernel's matrix
+#: alone. The CSV is then not written.
+ONLY = tuple(
+    op for op in os.environ.get('PYG_GAT_EXT_TRITON_COMPILE_OPS', '').split(
+        ',') if op)
 CSV = osp.join(osp.dirname(__file__), '..', '..', 'benchmarks', 'results',
                'triton_resources.csv')
 
@@ -62,15 +68,20 @@ LARGEST = (8, 64)
 #: The segment softmax's row widths: every BLOCK_W its launcher picks.
 WIDTHS = (1, 2, 4, 8, 16, 32, 64)
 
+#: The flags of the attention ops (GAT's and GATv2's alike).
 GAT_FLAGS = {
-    'gat_attention':
-    ('has_edge', 'remove_self_loops', 'dropout', 'return_attention_weights'),
-    'gat_attention_backward':
-    ('has_edge', 'has_ga', 'remove_self_loops', 'dropout'),
+    f'{op}{suffix}': flags
+    for op in ('gat_attention', 'gatv2_attention')
+    for suffix, flags in (('', ('has_edge', 'remove_self_loops', 'dropout',
+                                'return_attention_weights')),
+                          ('_backward', ('has_edge', 'has_ga',
+                                         'remove_self_loops', 'dropout')))
 }
 MODULES = {
     'gat_attention': 'gat_attention',
     'gat_attention_backward': 'gat_attention',
+    'gatv2_attention': 'gatv2_attention',
+    'gatv2_attention_backward': 'gatv2_attention',
     'segment_softmax': 'segment_softmax',
     'segment_softmax_backward': 'segment_softmax',
     'dropout': 'dropout',
@@ -128,10 +139,17 @@ def _targets(everywhere: bool) -> List[Tuple[str, int]]:
     return [(d, a) for d in DTYPES for a in ARCHS]
 
 
+def _ops() -> List[str]:
+    # The ops of the mode.
+    unknown = set(ONLY) - set(MODULES)
+    assert not unknown, f'PYG_GAT_EXT_TRITON_COMPILE_OPS: unknown {unknown}'
+    return [op for op in MODULES if not ONLY or op in ONLY]
+
+
 def _variants() -> List[Variant]:
     # Every variant of the mode, one per distinct kernel specialisation.
     variants, seen = [], set()
-    for op in MODULES:
+    for op in _ops():
         for options, everywhere in _options(op):
             for dtype, arch in _targets(everywhere):
                 # Under the test session's interpreter the launches' kernels
@@ -185,17 +203,24 @@ def _inputs(op: str, dtype: str, shape=None, index='int32', has_edge=False,
         n = rowptr.numel() - 1
         csc_eid = torch.arange(n).to(col.dtype)
         x = torch.randn(n, heads, channels, dtype=dt)
-        a_src, a_dst = torch.randn(2, n, heads, dtype=dt)
-        es = torch.randn(2 * n, heads, dtype=dt) if has_edge else None
+        if op.startswith('gatv2'):
+            # x_src, x_dst, att, edge_x.
+            inputs = (x, torch.randn_like(x), torch.randn(heads, channels,
+                                                          dtype=dt))
+            edge = torch.randn(2 * n, heads, channels, dtype=dt)
+        else:
+            # x, a_src, a_dst, edge_score.
+            inputs = (x, *torch.randn(2, n, heads, dtype=dt))
+            edge = torch.randn(2 * n, heads, dtype=dt)
+        inputs += (edge if has_edge else None, )
         p = 0.5 if dropout else 0.0
         graph = (rowptr, col, csr_eid, colptr, row, csc_eid, n,
                  remove_self_loops, 0.2, p, seed)
-        if op == 'gat_attention':
-            return (x, a_src, a_dst, es) + graph + (return_attention_weights,
-                                                    )
+        if not op.endswith('_backward'):
+            return inputs + graph + (return_attention_weights, )
         ga = torch.randn(2 * n, heads, dtype=dt) if has_ga else None
         lse = torch.randn(n, heads, dtype=acc)
-        return (torch.randn_like(x), ga, x, a_src, a_dst, es, lse) + graph
+        return (torch.randn_like(x), ga) + inputs + (lse, ) + graph
     if op.startswith('segment_softmax'):
         segments = 4096 if rows == 4 else 8  # The launcher's ROWS choice.
         src = torch.randn(segments, width, dtype=dt)
@@ -315,7 +340,9 @@ def _seed_specialisations() -> Dict[str, int]:
     found: Dict[str, set] = {}
     for seed in ((1, 16), (5, 2**31 + 5), (2**32 - 1, 0)):
         for op, options in (('gat_attention', {}),
-                            ('gat_attention_backward', {}), ('dropout', {})):
+                            ('gat_attention_backward', {}),
+                            ('gatv2_attention', {}),
+                            ('gatv2_attention_backward', {}), ('dropout', {})):
             if op in GAT_FLAGS:
                 options = dict(shape=(2, 8), dropout=True)
             for launch in _launches(op, 'float32', seed=seed, **options):
@@ -345,8 +372,16 @@ def _ptxas_log() -> Tuple[str, Dict[str, int]]:
 # ---------------------------------------------------------------------------
 # The tests.
 
-KERNELS = ('_gat_fwd', '_gat_bwd_dst', '_gat_bwd_src', '_segment_softmax_fwd',
-           '_segment_softmax_bwd', '_dropout_fwd')
+#: The kernels of every op's launches.
+KERNELS = {
+    'gat_attention': ('_gat_fwd', ),
+    'gat_attention_backward': ('_gat_bwd_dst', '_gat_bwd_src'),
+    'gatv2_attention': ('_gatv2_fwd', ),
+    'gatv2_attention_backward': ('_gatv2_bwd_dst', '_gatv2_bwd_src'),
+    'segment_softmax': ('_segment_softmax_fwd', ),
+    'segment_softmax_backward': ('_segment_softmax_bwd', ),
+    'dropout': ('_dropout_fwd', ),
+}
 COLUMNS = ('kernel', 'arch', 'dtype', 'index', 'flags', 'blocks',
            'num_warps', 'registers', 'local', 'stack', 'shared')
 
@@ -373,7 +408,7 @@ def pool():
 @pytest.fixture(scope='module')
 def rows(pool):
     results = list(pool.map(_compile_variant, _variants()))
-    if FULL:
+    if FULL and not ONLY:
         with open(CSV, 'w', newline='') as f:
             writer = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
             writer.writeheader()
@@ -409,10 +444,12 @@ def test_registers_within_occupancy_bound(rows):
 
 
 def test_every_kernel_dtype_arch_and_flag_is_covered(rows):
+    assert set(KERNELS) == set(MODULES)
+    kernels = [k for op in _ops() for k in KERNELS[op]]
     seen = {(r['kernel'], r['dtype'], r['arch']) for r in rows}
     assert seen == {(k, d, f'sm_{a}')
-                    for k in KERNELS for d, a in _targets(True)}
-    for kernel in KERNELS:
+                    for k in kernels for d, a in _targets(True)}
+    for kernel in kernels:
         values: Dict[str, set] = {}
         for r in rows:
             if r['kernel'] == kernel:
@@ -433,6 +470,9 @@ def test_seed_does_not_specialise(pool):
         '_gat_fwd': 1,
         '_gat_bwd_dst': 1,
         '_gat_bwd_src': 1,
+        '_gatv2_fwd': 1,
+        '_gatv2_bwd_dst': 1,
+        '_gatv2_bwd_src': 1,
         '_dropout_fwd': 1
     }
 

@@ -7,6 +7,10 @@ from pyg_gat_ext.ops.triton.gat_attention import (
     gat_attention,
     gat_attention_backward,
 )
+from pyg_gat_ext.ops.triton.gatv2_attention import (
+    gatv2_attention,
+    gatv2_attention_backward,
+)
 from pyg_gat_ext.ops.triton.segment_softmax import (
     segment_csr,
     segment_softmax,
@@ -15,5 +19,6 @@ from pyg_gat_ext.ops.triton.segment_softmax import (
 
 __all__ = [
     'segment_csr', 'segment_softmax', 'segment_softmax_backward',
-    'gat_attention', 'gat_attention_backward', 'dropout'
+    'gat_attention', 'gat_attention_backward', 'gatv2_attention',
+    'gatv2_attention_backward', 'dropout'
 ]

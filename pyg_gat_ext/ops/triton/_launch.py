@@ -2,7 +2,7 @@ r"""A kernel launch as a value, so that what a launcher would run can be
 inspected without running it: the ahead-of-time compilation test
 (:obj:`tests/ops/test_triton_compile.py`) compiles exactly the
 specialisations the launchers pick, from these."""
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, Dict, List, NamedTuple, Tuple, TypeVar
 
 #: Registers per thread that ptxas may use. Programs have 4 warps (128
 #: threads), so 128 registers keep 4 programs (16 warps) per SM. Without a
@@ -29,3 +29,15 @@ class Launch(NamedTuple):
         r"""Runs the kernel; an empty grid runs nothing."""
         if min(self.grid) > 0:
             self.kernel[self.grid](*self.args, **self.kwargs)
+
+
+Outputs = TypeVar('Outputs')
+
+
+def run(launches: List[Launch], outputs: Outputs) -> Outputs:
+    r"""Runs a launcher's :obj:`launches` in order and returns the
+    :obj:`outputs` they write (the pair a :obj:`*_launches` function
+    returns)."""
+    for launch in launches:
+        launch()
+    return outputs

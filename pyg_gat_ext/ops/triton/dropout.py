@@ -9,7 +9,7 @@ import triton.language as tl
 from torch import Tensor
 
 from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
-from pyg_gat_ext.ops.triton._launch import Launch
+from pyg_gat_ext.ops.triton._launch import Launch, run
 from pyg_gat_ext.ops.triton.gat_attention import SEED_WORDS
 from pyg_gat_ext.ops.triton.gat_attention import _dropout as _factor
 
@@ -53,7 +53,4 @@ def dropout_launches(x: Tensor, p: float,
 
 def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
     r"""Launches :func:`_dropout_fwd`."""
-    launches, out = dropout_launches(x, p, seed)
-    for launch in launches:
-        launch()
-    return out
+    return run(*dropout_launches(x, p, seed))

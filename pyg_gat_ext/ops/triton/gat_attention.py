@@ -20,7 +20,7 @@ import triton.language as tl
 from torch import Tensor
 
 from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
-from pyg_gat_ext.ops.triton._launch import Launch
+from pyg_gat_ext.ops.triton._launch import Launch, run
 
 _M32 = 0xFFFFFFFF
 
@@ -73,6 +73,13 @@ def _edges(nbr_ptr, eid_ptr, node, pos, hi, end, num_edges,
 
 
 @triton.jit
+def _by_edge_id(ids, valid, heads, hmask, H):
+    # The offsets of a [BLOCK_E, BLOCK_H] tile of an [E', H] tensor indexed
+    # by edge id, and its mask (positions `valid`, heads below H).
+    return ids[:, None] * H + heads[None, :], valid[:, None] & hmask[None, :]
+
+
+@triton.jit
 def _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask, slope, H,
             HAS_EDGE: tl.constexpr, ACC: tl.constexpr):
     # Raw and LeakyReLU scores [BLOCK_E, BLOCK_H] of edges src -> dst.
@@ -88,12 +95,19 @@ def _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask, slope, H,
 
 @triton.jit
 def _node_range(ptr_ptr, num_loops):
-    # The program's node and the range [lo, end) of its positions: `end` is
-    # past `hi` when the node has an implicit self-loop.
+    # The program's node and the range of its positions (_positions).
     node = tl.program_id(0).to(tl.int64)
+    lo, hi, end = _positions(ptr_ptr, node, num_loops)
+    return node, lo, hi, end
+
+
+@triton.jit
+def _positions(ptr_ptr, node, num_loops):
+    # The range [lo, end) of `node`'s positions: `end` is past `hi` when
+    # the node has an implicit self-loop.
     lo = tl.load(ptr_ptr + node)
     hi = tl.load(ptr_ptr + node + 1)
-    return node, lo, hi, hi + (node < num_loops).to(hi.dtype)
+    return lo, hi, hi + (node < num_loops).to(hi.dtype)
 
 
 @triton.jit
@@ -160,9 +174,9 @@ def _gat_fwd(x_ptr, as_ptr, ad_ptr, es_ptr, ptr_ptr, src_ptr, eid_ptr,
             w = w * _dropout(ids, heads, k0, k1, threshold, scale)
         w = tl.where(counts[:, None], w, 0.0)
         if RETURN_ATTENTION_WEIGHTS:
-            tl.store(alpha_ptr + ids[:, None] * H + heads[None, :],
-                     w.to(alpha_ptr.dtype.element_ty),
-                     mask=exists[:, None] & hmask[None, :])
+            offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
+            tl.store(alpha_ptr + offs, w.to(alpha_ptr.dtype.element_ty),
+                     mask=emask)
         xj = tl.load(x_ptr + src[:, None, None] * (H * C) + tile[None, :, :],
                      mask=counts[:, None, None] & xmask[None, :, :],
                      other=0.0).to(ACC)
@@ -204,8 +218,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
                      mask=counts[:, None, None] & xmask[None, :, :],
                      other=0.0).to(ACC)
         ga = tl.sum(xj * gi[None, :, :], axis=2)
-        offs = ids[:, None] * H + heads[None, :]
-        emask = exists[:, None] & hmask[None, :]
+        offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
         if HAS_GA:
             ga += tl.load(ga_ptr + offs, mask=emask, other=0.0).to(ACC)
         if DROPOUT:
@@ -223,8 +236,7 @@ def _gat_bwd_dst(go_ptr, ga_ptr, x_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr,
         z, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
         a = tl.where(counts[:, None], tl.exp(e - lse[None, :]), 0.0)
-        offs = ids[:, None] * H + heads[None, :]
-        emask = exists[:, None] & hmask[None, :]
+        offs, emask = _by_edge_id(ids, exists, heads, hmask, H)
         ga = tl.load(dz_ptr + offs, mask=emask, other=0.0)
         g = a * (ga - d[None, :]) * tl.where(z > 0, 1.0, slope)
         g = tl.where(counts[:, None], g, 0.0)
@@ -256,8 +268,7 @@ def _gat_bwd_src(go_ptr, as_ptr, ad_ptr, es_ptr, lse_ptr, ptr_ptr, dst_ptr,
         pos = start + tl.arange(0, BLOCK_E)
         dst, ids, exists, counts = _edges(dst_ptr, eid_ptr, j, pos, hi, end,
                                           num_edges, REMOVE_SELF_LOOPS)
-        offs = ids[:, None] * H + heads[None, :]
-        cmask = counts[:, None] & hmask[None, :]
+        offs, cmask = _by_edge_id(ids, counts, heads, hmask, H)
         gs += tl.sum(tl.load(dz_ptr + offs, mask=cmask, other=0.0), axis=0)
         _, e = _scores(as_ptr, ad_ptr, es_ptr, src, dst, ids, heads, hmask,
                        slope, H, HAS_EDGE, ACC)
@@ -305,17 +316,29 @@ def _dense(*tensors: Tensor) -> Tuple[Tensor, ...]:
 
 def gat_attention_launches(
         x: Tensor, a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor],
+        *graph) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor]]:
+    r"""The launch of :func:`_gat_fwd` for the op's arguments (those from
+    :obj:`rowptr` on as :func:`forward_launches` takes them), and the
+    outputs :obj:`(out, lse, alpha)` it writes."""
+    return forward_launches(_gat_fwd, x, (a_src, a_dst), edge_score, *graph)
+
+
+def forward_launches(
+        kernel, x: Tensor, inputs: Tuple[Tensor, ...], edge: Optional[Tensor],
         rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
         row: Tensor, csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
         negative_slope: float, dropout: float, seed: Optional[Tensor],
         return_attention_weights: bool
 ) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor]]:
-    r"""The launch of :func:`_gat_fwd` for the op's arguments, and the
-    outputs :obj:`(out, lse, alpha)` it writes."""
+    r"""The launch of an attention op's forward :obj:`kernel` (GAT's or
+    GATv2's), which takes :obj:`x` (the source rows it sums), the op's
+    other :obj:`inputs`, the edge input (:obj:`x` in place of a missing
+    one), the grouping by target, the outputs :obj:`(out, lse, alpha)`,
+    the parameters and the flags, one program per target."""
     # The kernels index rows by their sizes: dense row-major inputs only.
-    x, a_src, a_dst, rowptr, col, csr_eid = _dense(x, a_src, a_dst, rowptr,
-                                                   col, csr_eid)
-    edge_score = _dense(edge_score)[0] if edge_score is not None else None
+    x, rowptr, col, csr_eid = _dense(x, rowptr, col, csr_eid)
+    inputs = _dense(*inputs)
+    edge = _dense(edge)[0] if edge is not None else None
     num_dst, heads, num_edges = rowptr.numel() - 1, x.size(1), col.numel()
     k0, k1 = seed_words(seed)
     meta, params, acc = _config(x, dropout, negative_slope, False)
@@ -323,13 +346,13 @@ def gat_attention_launches(
     lse = x.new_empty(num_dst, heads, dtype=acc)
     alpha = x.new_empty(
         num_edges + num_loops if return_attention_weights else 0, heads)
-    es = edge_score if edge_score is not None else a_src
     launch = Launch(
-        _gat_fwd, (num_dst, ),
-        (x, a_src, a_dst, es, rowptr, col, csr_eid, out, lse, alpha, params,
-         num_edges, num_loops, k0, k1, dropout_threshold(dropout)),
-        dict(HAS_EDGE=edge_score is not None,
-             REMOVE_SELF_LOOPS=remove_self_loops, DROPOUT=dropout > 0.0,
+        kernel, (num_dst, ),
+        (x, *inputs, edge if edge is not None else x, rowptr, col, csr_eid,
+         out, lse, alpha, params, num_edges, num_loops, k0, k1,
+         dropout_threshold(dropout)),
+        dict(HAS_EDGE=edge is not None, REMOVE_SELF_LOOPS=remove_self_loops,
+             DROPOUT=dropout > 0.0,
              RETURN_ATTENTION_WEIGHTS=return_attention_weights, **meta))
     return [launch], (out, lse, alpha)
 
@@ -337,10 +360,7 @@ def gat_attention_launches(
 def gat_attention(*args, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Launches :func:`_gat_fwd` (arguments as
     :func:`gat_attention_launches`): returns :obj:`(out, lse, alpha)`."""
-    launches, outputs = gat_attention_launches(*args, **kwargs)
-    for launch in launches:
-        launch()
-    return outputs
+    return run(*gat_attention_launches(*args, **kwargs))
 
 
 def gat_attention_backward_launches(
@@ -394,10 +414,8 @@ def gat_attention_backward(*args,
     r"""Launches :func:`_gat_bwd_dst` then :func:`_gat_bwd_src` (arguments
     as :func:`gat_attention_backward_launches`): returns the gradients of
     :obj:`x`, :obj:`a_src`, :obj:`a_dst` and :obj:`edge_score`."""
-    launches, (grad_x, grad_src, grad_dst,
-               dz) = gat_attention_backward_launches(*args, **kwargs)
-    for launch in launches:
-        launch()
+    grad_x, grad_src, grad_dst, dz = run(
+        *gat_attention_backward_launches(*args, **kwargs))
     dtype = grad_x.dtype
     grad_edge = (dz.to(dtype)
                  if dz is not None else grad_x.new_empty(0, grad_x.size(1)))

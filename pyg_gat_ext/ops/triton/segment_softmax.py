@@ -15,7 +15,7 @@ import triton.language as tl
 from torch import Tensor
 
 from pyg_gat_ext.ops import _reference
-from pyg_gat_ext.ops.triton._launch import Launch
+from pyg_gat_ext.ops.triton._launch import Launch, run
 
 EPS = tl.constexpr(_reference.EPS)
 
@@ -169,12 +169,6 @@ def _launches(kernel, tensors, ptr: Tensor, perm: Optional[Tensor],
     return [launch], result
 
 
-def _run(launches: List[Launch], result: Tensor) -> Tensor:
-    for launch in launches:
-        launch()
-    return result
-
-
 def _grouping(index: Optional[Tensor], ptr: Optional[Tensor],
               perm: Optional[Tensor],
               num_nodes: int) -> Tuple[Tensor, Optional[Tensor]]:
@@ -199,7 +193,7 @@ def segment_softmax_launches(
 def segment_softmax(*args, **kwargs) -> Tensor:
     r"""Launches :func:`_segment_softmax_fwd` (see there for the grid;
     arguments as :func:`segment_softmax_launches`)."""
-    return _run(*segment_softmax_launches(*args, **kwargs))
+    return run(*segment_softmax_launches(*args, **kwargs))
 
 
 def segment_softmax_backward_launches(
@@ -216,7 +210,7 @@ def segment_softmax_backward_launches(
 def segment_softmax_backward(*args, **kwargs) -> Tensor:
     r"""Launches :func:`_segment_softmax_bwd` (see there for the grid;
     arguments as :func:`segment_softmax_backward_launches`)."""
-    return _run(*segment_softmax_backward_launches(*args, **kwargs))
+    return run(*segment_softmax_backward_launches(*args, **kwargs))
 
 
 def segment_csr(index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
