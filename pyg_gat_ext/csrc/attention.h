@@ -13,13 +13,16 @@
 #pragma once
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -142,6 +145,15 @@ void dispatch_heads(int64_t heads, F&& f) {
     default:
       return f(std::integral_constant<int, 0>{});
   }
+}
+
+// Calls f(scalar_t(), std::integral_constant<int, H>()) for the dtype
+// `type` (a floating type) and dispatch_heads' head count.
+template <typename F>
+void dispatch_kernel(at::ScalarType type, int64_t heads, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, type, "attention",
+      [&] { dispatch_heads(heads, [&](auto ht) { f(scalar_t(), ht); }); });
 }
 
 // The bounds of at most `max_blocks` ranges of nodes with about equal edge
@@ -277,6 +289,53 @@ inline GraphInputs check_graph(const char* op, int64_t num_src,
                         high, "], out of range for [0, ", bound, ")");
     }
   });
+  return in;
+}
+
+// The outputs of an attention op's forward for source rows `x` [N_src, H,
+// C]: out [N_dst, H, C] like x, lse [N_dst, H] in x's op math type and the
+// weights [E + num_loops, H] by edge id (or [0, H]).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_outputs(
+    const GraphInputs& g, const at::Tensor& x, bool return_attention_weights) {
+  const int64_t H = x.size(1);
+  const auto acc_type = at::toOpMathType(x.scalar_type());
+  return {
+      at::empty({g.num_dst, H, x.size(2)}, x.options()),
+      at::empty({g.num_dst, H}, x.options().dtype(acc_type)),
+      at::empty({return_attention_weights ? g.num_edges + g.num_loops : 0, H},
+                x.options())};
+}
+
+// The gradient-side inputs of an attention op's backward, checked against
+// the source rows `x` and made contiguous in x's dtype (lse in its op math
+// type); grad_alpha is absent when not given or empty.
+struct GradInputs {
+  at::Tensor grad_out, lse;
+  std::optional<at::Tensor> grad_alpha;
+};
+
+inline GradInputs check_grads(const char* op, const GraphInputs& g,
+                              const at::Tensor& x, const at::Tensor& grad_out,
+                              const at::Tensor& lse,
+                              const std::optional<at::Tensor>& grad_alpha) {
+  const int64_t H = x.size(1), C = x.size(2);
+  const auto acc_type = at::toOpMathType(x.scalar_type());
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({g.num_dst, H, C}), op,
+                    ": grad_out must be [N_dst, H, C] (got ", grad_out.sizes(),
+                    ")");
+  TORCH_CHECK_VALUE(lse.sizes() == at::IntArrayRef({g.num_dst, H}), op,
+                    ": lse must be [N_dst, H] (got ", lse.sizes(), ")");
+  TORCH_CHECK_TYPE(lse.scalar_type() == acc_type, op, ": lse must be ",
+                   acc_type, " (got ", lse.scalar_type(), ")");
+  GradInputs in{grad_out.to(x.scalar_type()).contiguous(), lse.contiguous(),
+                std::nullopt};
+  if (grad_alpha.has_value() && grad_alpha->numel() > 0) {
+    TORCH_CHECK_VALUE(
+        grad_alpha->sizes() == at::IntArrayRef({g.num_edges + g.num_loops, H}),
+        op, ": grad_alpha must be [E + num_loops, H] (got ",
+        grad_alpha->sizes(), ")");
+    in.grad_alpha = grad_alpha->to(x.scalar_type()).contiguous();
+  }
   return in;
 }
 

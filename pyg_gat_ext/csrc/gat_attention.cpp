@@ -405,20 +405,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
-  const auto acc_type = at::toOpMathType(x.scalar_type());
-  auto out = at::empty({in.num_dst, in.heads, in.channels}, x.options());
-  auto lse = at::empty({in.num_dst, in.heads}, x.options().dtype(acc_type));
-  auto alpha = at::empty(
-      {return_attention_weights ? in.num_edges + num_loops : 0, in.heads},
-      x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention", [&] {
-        dispatch_heads(in.heads, [&](auto ht) {
-          forward_kernel<scalar_t, decltype(ht)::value>(
-              in, remove_self_loops, negative_slope, drop, out, lse, alpha,
-              return_attention_weights);
-        });
-      });
+  at::Tensor out, lse, alpha;
+  std::tie(out, lse, alpha) =
+      forward_outputs(in, in.x, return_attention_weights);
+  dispatch_kernel(x.scalar_type(), in.heads, [&](auto t, auto ht) {
+    forward_kernel<decltype(t), decltype(ht)::value>(
+        in, remove_self_loops, negative_slope, drop, out, lse, alpha,
+        return_attention_weights);
+  });
   return {out, lse, alpha};
 }
 
@@ -435,22 +429,8 @@ gat_attention_backward_cpu(
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
   const auto acc_type = at::toOpMathType(x.scalar_type());
-  TORCH_CHECK(
-      grad_out.sizes() == at::IntArrayRef({in.num_dst, in.heads, in.channels}),
-      "gat_attention_backward: grad_out must be [N_dst, H, C]");
-  TORCH_CHECK(lse.sizes() == at::IntArrayRef({in.num_dst, in.heads}) &&
-                  lse.scalar_type() == acc_type,
-              "gat_attention_backward: bad lse");
-  const auto g = grad_out.to(x.scalar_type()).contiguous();
-  const auto l = lse.contiguous();
-  std::optional<at::Tensor> ga;
-  if (grad_alpha.has_value() && grad_alpha->numel() > 0) {
-    TORCH_CHECK(grad_alpha->sizes() ==
-                    at::IntArrayRef({in.num_edges + num_loops, in.heads}),
-                "gat_attention_backward: grad_alpha must be "
-                "[E + num_loops, H]");
-    ga = grad_alpha->to(x.scalar_type()).contiguous();
-  }
+  const auto grads = check_grads("gat_attention_backward", in, in.x, grad_out,
+                                 lse, grad_alpha);
   const auto acc_options = x.options().dtype(acc_type);
   auto delta = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
@@ -462,18 +442,19 @@ gat_attention_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention_backward",
       [&] {
+        const auto& ga = grads.grad_alpha;
         const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
         auto* pge = edge_score.has_value()
                         ? grad_edge.data_ptr<at::opmath_type<scalar_t>>()
                         : nullptr;
         dispatch_heads(in.heads, [&](auto ht) {
           constexpr int HT = decltype(ht)::value;
-          backward_target_kernel<scalar_t, HT>(in, remove_self_loops,
-                                               negative_slope, drop, g, pga, l,
-                                               delta, grad_dst);
-          backward_source_kernel<scalar_t, HT>(in, remove_self_loops,
-                                               negative_slope, drop, g, pga, l,
-                                               delta, grad_x, grad_src, pge);
+          backward_target_kernel<scalar_t, HT>(
+              in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
+              grads.lse, delta, grad_dst);
+          backward_source_kernel<scalar_t, HT>(
+              in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
+              grads.lse, delta, grad_x, grad_src, pge);
         });
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),

@@ -34,7 +34,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <cmath>
@@ -271,16 +270,20 @@ inline void edge_grads(const Rows<scalar_t, acc_t>& rows, const Dropout& drop,
   }
 }
 
-// Pass over targets, over the fixed blocks `bounds`: D_i into `delta`,
-// grad_x_dst[i], and block b's sum of de u into row b of `att_part`
-// ([blocks, H C], zeroed).
+// The fixed blocks of targets of the backward target pass, at most this
+// many (whatever the thread count, so that the partial sums of grad_att and
+// their sum do not depend on it).
+constexpr int64_t kFixedBlocks = 1024;
+
+// Pass over targets: D_i into `delta`, grad_x_dst[i], and grad_att from
+// the sums of de u over each of the fixed blocks of targets, added up in
+// block order.
 template <typename scalar_t, int HT>
 void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const scalar_t* grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
-                            const std::vector<int64_t>& bounds,
                             at::Tensor& delta, at::Tensor& grad_x_dst,
-                            at::Tensor& att_part) {
+                            at::Tensor& grad_att) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
   const auto graph = in.by_target(skip);
@@ -289,7 +292,9 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
   const acc_t* pl = lse.data_ptr<acc_t>();
   acc_t* pd = delta.data_ptr<acc_t>();
   scalar_t* pg = grad_x_dst.data_ptr<scalar_t>();
-  acc_t* pp = att_part.data_ptr<acc_t>();
+  const auto bounds = node_blocks(graph.ptr, in.num_dst, kFixedBlocks);
+  std::vector<acc_t> parts((bounds.size() - 1) * HC, acc_t(0));
+  acc_t* pp = parts.data();
 
   parallel_blocks(bounds, [&](int64_t b, int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
@@ -331,6 +336,10 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       std::copy(acc.begin(), acc.end(), pg + i * HC);
     }
   });
+  std::vector<acc_t> sum(HC, acc_t(0));
+  for (size_t b = 0; b + 1 < bounds.size(); ++b)
+    for (int64_t c = 0; c < HC; ++c) sum[c] += pp[b * HC + c];
+  std::copy(sum.begin(), sum.end(), grad_att.data_ptr<scalar_t>());
 }
 
 // Pass over sources: grad_x_src[j] and, if `grad_edge` is not null, the
@@ -395,11 +404,6 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   });
 }
 
-// The fixed blocks of targets of the backward target pass, at most this
-// many (whatever the thread count, so that the partial sums of grad_att and
-// their sum do not depend on it).
-constexpr int64_t kFixedBlocks = 1024;
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gatv2_attention_cpu(
@@ -413,22 +417,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gatv2_attention_cpu(
       check_inputs("gatv2_attention", x_src, x_dst, att, edge_x, rowptr, col,
                    csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
-  const auto acc_type = at::toOpMathType(in.x_src.scalar_type());
-  const auto options = in.x_src.options();
-  auto out = at::empty({in.num_dst, in.heads, in.channels}, options);
-  auto lse = at::empty({in.num_dst, in.heads}, options.dtype(acc_type));
-  auto alpha = at::empty(
-      {return_attention_weights ? in.num_edges + num_loops : 0, in.heads},
-      options);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, in.x_src.scalar_type(), "gatv2_attention",
-      [&] {
-        dispatch_heads(in.heads, [&](auto ht) {
-          forward_kernel<scalar_t, decltype(ht)::value>(
-              in, remove_self_loops, negative_slope, drop, out, lse, alpha,
-              return_attention_weights);
-        });
-      });
+  at::Tensor out, lse, alpha;
+  std::tie(out, lse, alpha) =
+      forward_outputs(in, in.x_src, return_attention_weights);
+  dispatch_kernel(in.x_src.scalar_type(), in.heads, [&](auto t, auto ht) {
+    forward_kernel<decltype(t), decltype(ht)::value>(
+        in, remove_self_loops, negative_slope, drop, out, lse, alpha,
+        return_attention_weights);
+  });
   return {out, lse, alpha};
 }
 
@@ -448,56 +444,27 @@ gatv2_attention_backward_cpu(
   const auto type = in.x_src.scalar_type();
   const auto acc_type = at::toOpMathType(type);
   const int64_t H = in.heads, C = in.channels;
-  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({in.num_dst, H, C}),
-                    op, ": grad_out must be [N_dst, H, C] (got ",
-                    grad_out.sizes(), ")");
-  TORCH_CHECK_VALUE(lse.sizes() == at::IntArrayRef({in.num_dst, H}), op,
-                    ": lse must be [N_dst, H] (got ", lse.sizes(), ")");
-  TORCH_CHECK_TYPE(lse.scalar_type() == acc_type, op, ": lse must be ",
-                   acc_type, " (got ", lse.scalar_type(), ")");
-  const auto g = grad_out.to(type).contiguous();
-  const auto l = lse.contiguous();
-  std::optional<at::Tensor> ga;
-  if (grad_alpha.has_value() && grad_alpha->numel() > 0) {
-    TORCH_CHECK_VALUE(
-        grad_alpha->sizes() == at::IntArrayRef({in.num_edges + num_loops, H}),
-        op, ": grad_alpha must be [E + num_loops, H] (got ",
-        grad_alpha->sizes(), ")");
-    ga = grad_alpha->to(type).contiguous();
-  }
+  const auto grads = check_grads(op, in, in.x_src, grad_out, lse, grad_alpha);
   const auto options = in.x_src.options();
-  const auto bounds =
-      node_blocks(in.rowptr.data_ptr<int64_t>(), in.num_dst, kFixedBlocks);
   auto delta = at::empty({in.num_dst, H}, options.dtype(acc_type));
-  auto att_part = at::zeros({static_cast<int64_t>(bounds.size()) - 1, H * C},
-                            options.dtype(acc_type));
   auto grad_att = at::empty({H, C}, options);
   auto grad_x_src = at::empty_like(in.x_src);
   auto grad_x_dst = at::empty_like(in.x_dst);
   auto grad_edge =
       at::empty({in.edge_x ? in.num_edges + num_loops : 0, H, C}, options);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, type, "gatv2_attention_backward", [&] {
-        const scalar_t* pg = g.data_ptr<scalar_t>();
-        const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
-        scalar_t* pge = in.edge_x ? grad_edge.data_ptr<scalar_t>() : nullptr;
-        dispatch_heads(H, [&](auto ht) {
-          constexpr int HT = decltype(ht)::value;
-          backward_target_kernel<scalar_t, HT>(
-              in, remove_self_loops, negative_slope, drop, pg, pga, l, bounds,
-              delta, grad_x_dst, att_part);
-          backward_source_kernel<scalar_t, HT>(in, remove_self_loops,
-                                               negative_slope, drop, pg, pga,
-                                               l, delta, grad_x_src, pge);
-        });
-        // The blocks' partial sums, in block order.
-        using acc_t = at::opmath_type<scalar_t>;
-        const acc_t* pp = att_part.data_ptr<acc_t>();
-        std::vector<acc_t> sum(H * C, acc_t(0));
-        for (int64_t b = 0; b < att_part.size(0); ++b)
-          for (int64_t c = 0; c < H * C; ++c) sum[c] += pp[b * H * C + c];
-        std::copy(sum.begin(), sum.end(), grad_att.data_ptr<scalar_t>());
-      });
+  dispatch_kernel(type, H, [&](auto t, auto ht) {
+    using scalar_t = decltype(t);
+    constexpr int HT = decltype(ht)::value;
+    const auto& ga = grads.grad_alpha;
+    const scalar_t* pg = grads.grad_out.data_ptr<scalar_t>();
+    const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
+    backward_target_kernel<scalar_t, HT>(in, remove_self_loops, negative_slope,
+                                         drop, pg, pga, grads.lse, delta,
+                                         grad_x_dst, grad_att);
+    backward_source_kernel<scalar_t, HT>(
+        in, remove_self_loops, negative_slope, drop, pg, pga, grads.lse, delta,
+        grad_x_src, in.edge_x ? grad_edge.data_ptr<scalar_t>() : nullptr);
+  });
   return {grad_x_src, grad_x_dst, grad_att, grad_edge};
 }
 
