@@ -140,9 +140,6 @@ struct Rows {
   int64_t heads, C, HC;
   acc_t slope;
 
-  // The LeakyReLU derivative at v: 1 where v > 0, else (NaN too) slope.
-  acc_t slope_at(acc_t v) const { return v > acc_t(0) ? acc_t(1) : slope; }
-
   void sums(int64_t i, int64_t j, int64_t id, acc_t* __restrict s) const {
     const scalar_t* __restrict xd = x_dst + i * HC;
     const scalar_t* __restrict xs = x_src + j * HC;
@@ -163,12 +160,13 @@ struct Rows {
               acc_t* e) const {
     const int64_t H = HT > 0 ? HT : heads;
     sums(i, j, id, s);
+    const acc_t sl = slope;  // A local: the loop then vectorises.
     for (int64_t h = 0; h < H; ++h) {
       const acc_t* a = att + h * C;
       const acc_t* sh = s + h * C;
       e[h] = lane_sum<acc_t>(C, [&](int64_t c) {
         const acc_t v = sh[c];
-        return a[c] * (v * slope_at(v));
+        return a[c] * (v > acc_t(0) ? v : v * sl);
       });
     }
   }
@@ -289,6 +287,7 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
   const auto graph = in.by_target(skip);
   std::vector<acc_t> att;
   const auto rows = rows_of<scalar_t>(in, negative_slope, att);
+  const acc_t slope = rows.slope;
   const acc_t* pl = lse.data_ptr<acc_t>();
   acc_t* pd = delta.data_ptr<acc_t>();
   scalar_t* pg = grad_x_dst.data_ptr<scalar_t>();
@@ -321,13 +320,15 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       for (int64_t k = 0; k < ne.n; ++k) {
         rows.sums(i, ne.nbr[k], ne.id[k], s.data());
         for (int64_t h = 0; h < H; ++h) {
+          // de LeakyReLU'(s): de where s > 0, else (NaN too) de slope.
           const acc_t de = ne.w[k * H + h] * (ne.z[k * H + h] - d[h]);
+          const acc_t de_slope = de * slope;
           const acc_t* __restrict a = att.data() + h * C;
           const acc_t* __restrict sh = s.data() + h * C;
           acc_t* __restrict ah = acc.data() + h * C;
           acc_t* __restrict ph = part + h * C;
           for (int64_t c = 0; c < C; ++c) {
-            const acc_t v = sh[c], dl = de * rows.slope_at(v);
+            const acc_t v = sh[c], dl = v > acc_t(0) ? de : de_slope;
             ah[c] += dl * a[c];
             ph[c] += dl * v;  // de u = de LeakyReLU'(s) s.
           }
@@ -355,6 +356,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   const auto graph = in.by_source(skip);
   std::vector<acc_t> att;
   const auto rows = rows_of<scalar_t>(in, negative_slope, att);
+  const acc_t slope = rows.slope;
   const acc_t* pl = lse.data_ptr<acc_t>();
   const acc_t* pd = delta.data_ptr<acc_t>();
   scalar_t* px = grad_x_src.data_ptr<scalar_t>();
@@ -387,13 +389,13 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                        s.data(), a.data(), f.data(), ga.data());
         for (int64_t h = 0; h < H; ++h) {
           const acc_t de = a[h] * (ga[h] - pd[i * H + h]);
-          const acc_t w = a[h] * f[h];
+          const acc_t de_slope = de * slope, w = a[h] * f[h];
           const acc_t* __restrict at_h = att.data() + h * C;
           const scalar_t* __restrict gh = g_i + h * C;
           acc_t* __restrict sh = s.data() + h * C;  // s, then ds.
           acc_t* __restrict ah = acc.data() + h * C;
           for (int64_t c = 0; c < C; ++c) {
-            sh[c] = de * rows.slope_at(sh[c]) * at_h[c];
+            sh[c] = (sh[c] > acc_t(0) ? de : de_slope) * at_h[c];
             ah[c] += w * static_cast<acc_t>(gh[c]) + sh[c];
           }
         }
