@@ -9,7 +9,8 @@
 // the gradient of the returned weights alpha f:
 //   dL/d alpha = f (<g_i, x_j> + grad_alpha[id]) =: ga,
 //   de = dL/de = alpha (ga - D_i),   D_i = sum_j alpha ga  (the softmax),
-//   ds = de att ⊙ LeakyReLU'(s)   (LeakyReLU' = 1 where s > 0, else slope),
+//   ds = de att * LeakyReLU'(s)  (per channel; LeakyReLU' = 1 where s > 0,
+//                                 else slope),
 // and s is linear in its three rows, so
 //   grad_x_dst[i] = sum_j ds,   grad_edge_x[id] = ds,
 //   grad_x_src[j] = sum_i (alpha f g_i + ds),   grad_att = sum de u.
