@@ -1,20 +1,16 @@
 // CPU kernels of the fused GAT attention: forward and backward, without
 // ever forming the [E, H, C] messages.
 //
-// The graph comes grouped twice (see pyg_gat_ext/ops/attention.py): by target
-// node (CSR: rowptr, col, csr_eid) and by source node (CSC: colptr, row,
-// csc_eid),
-// `eid` mapping a position to the edge id that indexes the edge scores and
-// the attention weights. Nodes 0 .. num_loops - 1 also have an implicit
-// self-loop with edge id E + i; with remove_self_loops, explicit edges j -> j
-// do not count. The forward pass saves only the per-(node, head)
-// log-sum-exp of the scores; the backward pass recomputes the attention from
-// it: a pass over targets for the target-side gradients, then a pass over
-// sources (recomputing the attention again) for the source-side gradients,
-// storing nothing per edge, so that no gradient is accumulated with atomics
-// and the result does not depend on the thread count. Dropout
-// factors come from a counter-based hash of (seed, edge id, head),
-// regenerated in the backward pass and never stored.
+// The graph, grouped by target and by source, its implicit self-loops and
+// the edges that remove_self_loops leaves out are described in attention.h.
+// The forward pass saves only the per-(node, head) log-sum-exp of the
+// scores; the backward pass recomputes the attention from it: a pass over
+// targets for the target-side gradients, then a pass over sources
+// (recomputing the attention again) for the source-side gradients, storing
+// nothing per edge, so that no gradient is accumulated with atomics and the
+// result does not depend on the thread count. Dropout factors come from a
+// counter-based hash of (seed, edge id, head), regenerated in the backward
+// pass and never stored.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -28,6 +24,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attention.h"
 #include "common.h"
 #include "dropout.h"
 #include "kernels.h"
@@ -35,135 +32,12 @@
 namespace pyg_gat_ext {
 namespace {
 
-// One grouping of the edges: by target (rowptr, col, csr_eid) or by source
-// (colptr, row, csc_eid). Its indices are int32 or int64 (`wide`), a
-// run-time property rather than a template parameter: only the gathering
-// of a node's edges (NodeEdges::gather) and the prefetching read them, so
-// the kernels are compiled once for both index types (half the compile
-// time), at the cost of a branch that goes the same way for every edge.
-struct Graph {
-  const int64_t* ptr;
-  const void* nbr;
-  const void* pos_eid;
-  bool wide;
-  int64_t num_nodes, num_edges, num_loops;
-  bool remove_self_loops;
+using namespace attention;
 
-  int64_t nbr_at(int64_t p) const {
-    return wide ? static_cast<const int64_t*>(nbr)[p]
-                : static_cast<const int32_t*>(nbr)[p];
-  }
-};
-
-// Prefetches the `bytes` bytes at `p` (a gathered feature row).
-inline void prefetch_row(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t b = 0; b < bytes; b += 64) prefetch(c + b);
-}
-
-// Edge positions ahead of the current node whose neighbour's rows are
-// prefetched. Most nodes have fewer edges than this, so the cursor runs
-// ahead across node boundaries: a low-degree node's rows were requested
-// while the nodes before it were computed.
-constexpr int64_t kAhead = 32;
-
-// The counted edges of one node (neighbour, edge id), the implicit
-// self-loop last, gathered into per-thread buffers with room for [n, H]
-// scores and weights; `skipped(edge id)` is called for each left-out
-// edge.
-template <typename acc_t>
-struct NodeEdges {
-  std::vector<int64_t> nbr, id;
-  std::vector<acc_t> z, w;
-  int64_t n = 0;
-
-  template <typename S>
-  void gather(const Graph& g, int64_t i, int64_t H, S&& skipped) {
-    const int64_t lo = g.ptr[i], hi = g.ptr[i + 1];
-    const size_t cap = static_cast<size_t>(hi - lo + 1);
-    if (nbr.size() < cap) {
-      nbr.resize(cap);
-      id.resize(cap);
-      z.resize(cap * H);
-      w.resize(cap * H);
-    }
-    n = 0;
-    if (g.wide) {
-      collect(g, static_cast<const int64_t*>(g.nbr),
-              static_cast<const int64_t*>(g.pos_eid), i, skipped);
-    } else {
-      collect(g, static_cast<const int32_t*>(g.nbr),
-              static_cast<const int32_t*>(g.pos_eid), i, skipped);
-    }
-    if (i < g.num_loops) {
-      nbr[n] = i;
-      id[n++] = g.num_edges + i;
-    }
-  }
-
- private:
-  template <typename index_t, typename S>
-  void collect(const Graph& g, const index_t* g_nbr, const index_t* g_eid,
-               int64_t i, S& skipped) {
-    for (int64_t p = g.ptr[i]; p < g.ptr[i + 1]; ++p) {
-      const int64_t j = g_nbr[p], e = g_eid[p];
-      if (g.remove_self_loops && j == i) {
-        skipped(e);
-        continue;
-      }
-      nbr[n] = j;
-      id[n++] = e;
-    }
-  }
-};
-
-// Calls f(std::integral_constant<int, H>) for the head counts that get a
-// specialised loop, f(std::integral_constant<int, 0>) for the others.
-template <typename F>
-void dispatch_heads(int64_t heads, F&& f) {
-  switch (heads) {
-    case 1:
-      return f(std::integral_constant<int, 1>{});
-    case 2:
-      return f(std::integral_constant<int, 2>{});
-    case 4:
-      return f(std::integral_constant<int, 4>{});
-    case 8:
-      return f(std::integral_constant<int, 8>{});
-    default:
-      return f(std::integral_constant<int, 0>{});
-  }
-}
-
-// The ranges of nodes that parallel workers take: about equal edge counts,
-// several per thread so that a skewed degree distribution still balances.
-std::vector<int64_t> node_blocks(const int64_t* ptr, int64_t num_nodes) {
-  const int64_t num_edges = ptr[num_nodes];
-  const int64_t target = std::max<int64_t>(
-      1, std::min<int64_t>(8 * at::get_num_threads(),
-                           (num_edges + num_nodes) / 2048 + 1));
-  std::vector<int64_t> bounds{0};
-  for (int64_t b = 1; b < target; ++b) {
-    const int64_t want = num_edges * b / target;
-    const int64_t i = std::lower_bound(ptr, ptr + num_nodes + 1, want) - ptr;
-    if (i > bounds.back() && i < num_nodes) bounds.push_back(i);
-  }
-  bounds.push_back(num_nodes);
-  return bounds;
-}
-
-template <typename F>
-void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
-  const auto bounds = node_blocks(ptr, num_nodes);
-  parallel_for(0, bounds.size() - 1, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) f(bounds[b], bounds[b + 1]);
-  });
-}
-
-struct Inputs {
-  at::Tensor x, a_src, a_dst, rowptr, col, csr_eid, colptr, row, csc_eid;
+struct Inputs : GraphInputs {
+  at::Tensor x, a_src, a_dst;
   std::optional<at::Tensor> edge_score;
-  int64_t num_src, num_dst, heads, channels, num_edges, num_loops;
+  int64_t heads, channels;
 };
 
 Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
@@ -175,34 +49,14 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
                     int64_t num_loops) {
   TORCH_CHECK(x.dim() == 3, "gat_attention: x must be [N_src, H, C]");
   Inputs in;
-  in.num_src = x.size(0);
+  static_cast<GraphInputs&>(in) =
+      check_graph("gat_attention", x.size(0), rowptr, col, csr_eid, colptr,
+                  row, csc_eid, num_loops);
   in.heads = x.size(1);
   in.channels = x.size(2);
-  in.num_dst = rowptr.numel() - 1;
-  in.num_edges = col.numel();
-  in.num_loops = num_loops;
-  TORCH_CHECK_TYPE(
-      rowptr.scalar_type() == at::kLong && colptr.scalar_type() == at::kLong,
-      "gat_attention: 'graph.rowptr' and 'graph.colptr' must be int64 (got ",
-      rowptr.scalar_type(), " and ", colptr.scalar_type(), ")");
-  TORCH_CHECK(colptr.numel() == in.num_src + 1 && in.num_dst >= 0,
-              "gat_attention: colptr must have N_src + 1 entries");
-  TORCH_CHECK(csr_eid.numel() == in.num_edges && row.numel() == in.num_edges &&
-                  csc_eid.numel() == in.num_edges,
-              "gat_attention: the index tensors differ in length");
-  const auto index_type = col.scalar_type();
-  TORCH_CHECK((index_type == at::kInt || index_type == at::kLong) &&
-                  csr_eid.scalar_type() == index_type &&
-                  row.scalar_type() == index_type &&
-                  csc_eid.scalar_type() == index_type,
-              "gat_attention: col, csr_eid, row and csc_eid must share one "
-              "integer type "
-              "(int32 or int64)");
   TORCH_CHECK(a_src.sizes() == at::IntArrayRef({in.num_src, in.heads}) &&
                   a_dst.sizes() == at::IntArrayRef({in.num_dst, in.heads}),
               "gat_attention: a_src must be [N_src, H], a_dst [N_dst, H]");
-  TORCH_CHECK(num_loops >= 0 && num_loops <= std::min(in.num_src, in.num_dst),
-              "gat_attention: num_loops out of range");
   if (edge_score.has_value()) {
     TORCH_CHECK(edge_score->sizes() ==
                     at::IntArrayRef({in.num_edges + num_loops, in.heads}),
@@ -212,51 +66,6 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.x = x.contiguous();
   in.a_src = a_src.contiguous();
   in.a_dst = a_dst.contiguous();
-  in.rowptr = rowptr.contiguous();
-  in.col = col.contiguous();
-  in.csr_eid = csr_eid.contiguous();
-  in.colptr = colptr.contiguous();
-  in.row = row.contiguous();
-  in.csc_eid = csc_eid.contiguous();
-  // A corrupt grouping must not send a kernel out of bounds: pointers run
-  // from 0 to E without decreasing and indices lie in range (linear scans,
-  // cheap next to the E * H * C work of the kernels). This is the only
-  // check of a graph's contents on the C++ path: the Python front
-  // (ops/attention.py) leaves it to this function, with the same errors.
-  const std::pair<const char*, const at::Tensor*> pointers[] = {
-      {"rowptr", &in.rowptr}, {"colptr", &in.colptr}};
-  for (const auto& [name, p] : pointers) {
-    const int64_t* d = p->data_ptr<int64_t>();
-    const int64_t n = p->numel();
-    int64_t drops = 0;
-    for (int64_t k = 1; k < n; ++k) drops += d[k - 1] > d[k];
-    TORCH_CHECK_VALUE(d[0] == 0 && d[n - 1] == in.num_edges && drops == 0,
-                      "gat_attention: 'graph.", name,
-                      "' must start at 0, end at the number of edges (",
-                      in.num_edges, ") and never decrease (got ", name,
-                      "[0]=", d[0], ", ", name, "[-1]=", d[n - 1], ", ", drops,
-                      " decreasing steps)");
-  }
-  AT_DISPATCH_INDEX_TYPES(index_type, "gat_attention", [&] {
-    const std::tuple<const char*, const at::Tensor*, int64_t> ranges[] = {
-        {"col", &in.col, in.num_src},
-        {"csr_eid", &in.csr_eid, in.num_edges},
-        {"row", &in.row, in.num_dst},
-        {"csc_eid", &in.csc_eid, in.num_edges}};
-    for (const auto& [name, t, bound] : ranges) {
-      if (in.num_edges == 0) continue;
-      const index_t* d = t->data_ptr<index_t>();
-      index_t low = d[0], high = d[0];  // A loop that vectorises.
-      for (int64_t k = 1; k < in.num_edges; ++k) {
-        low = std::min(low, d[k]);
-        high = std::max(high, d[k]);
-      }
-      TORCH_CHECK_INDEX(low >= 0 && static_cast<int64_t>(high) < bound,
-                        "gat_attention: 'graph.", name, "' holds indices in [",
-                        low, ", ", high, "], out of range for [0, ", bound,
-                        ")");
-    }
-  });
   return in;
 }
 
@@ -281,28 +90,6 @@ struct Scores {
     return std::max(z, acc_t(0)) + slope * std::min(z, acc_t(0));
   }
 };
-
-Graph by_target(const Inputs& in, bool skip) {
-  return {in.rowptr.data_ptr<int64_t>(),
-          in.col.data_ptr(),
-          in.csr_eid.data_ptr(),
-          in.col.scalar_type() == at::kLong,
-          in.num_dst,
-          in.num_edges,
-          in.num_loops,
-          skip};
-}
-
-Graph by_source(const Inputs& in, bool skip) {
-  return {in.colptr.data_ptr<int64_t>(),
-          in.row.data_ptr(),
-          in.csc_eid.data_ptr(),
-          in.row.scalar_type() == at::kLong,
-          in.num_src,
-          in.num_edges,
-          in.num_loops,
-          skip};
-}
 
 template <typename scalar_t, typename acc_t>
 Scores<scalar_t, acc_t> scores_of(const Inputs& in, double negative_slope) {
@@ -345,27 +132,11 @@ void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
   }
 }
 
-// acc[h, c] += w[h] * row[h, c]: a gathered [H, C] row weighted per head.
-// `acc` aliases neither `w` nor `row`, so the loop over c is vectorised
-// without a run-time overlap check and a scalar copy (this loop is
-// instantiated more than any other: less code, faster to compile).
-template <int HT, typename scalar_t, typename acc_t>
-inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
-                             const scalar_t* __restrict row, int64_t heads,
-                             int64_t C) {
-  const int64_t H = HT > 0 ? HT : heads;
-  for (int64_t h = 0; h < H; ++h) {
-    acc_t* __restrict ah = acc + h * C;
-    const scalar_t* __restrict rh = row + h * C;
-    const acc_t wh = w[h];
-    for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
-  }
-}
-
-// The same for `acc` holding two [H, C] blocks: row h goes to the first
-// block where z[h] > 0 and to the second elsewhere, so that one pass sums
-// the rows that the LeakyReLU derivative weights by 1 apart from those it
-// weights by `slope` (NaN goes second, as LeakyReLU' takes it to `slope`).
+// add_weighted_row (attention.h) for `acc` holding two [H, C] blocks: row h
+// goes to the first block where z[h] > 0 and to the second elsewhere, so that
+// one pass sums the rows that the LeakyReLU derivative weights by 1 apart from
+// those it weights by `slope` (NaN goes second, as LeakyReLU' takes it to
+// `slope`).
 template <int HT, typename scalar_t, typename acc_t>
 inline void add_weighted_row_by_sign(acc_t* __restrict acc, const acc_t* w,
                                      const acc_t* z,
@@ -391,7 +162,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
                     at::Tensor& alpha, bool return_attention_weights) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
-  const auto graph = by_target(in, skip);
+  const auto graph = in.by_target(skip);
   const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
@@ -399,69 +170,26 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   acc_t* pl = lse.data_ptr<acc_t>();
   scalar_t* pa =
       return_attention_weights ? alpha.data_ptr<scalar_t>() : nullptr;
-  constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
     int64_t q = graph.ptr[i0];
-    std::vector<acc_t> m(H), s(H), f(H), acc(H * C);
+    std::vector<acc_t> scratch(3 * H), acc(H * C);
     for (int64_t i = i0; i < i1; ++i) {
       // The rows of the edges up to kAhead positions past this node.
-      for (const int64_t to =
-               std::min(graph.ptr[i + 1] + kAhead, graph.ptr[i1]);
-           q < to; ++q) {
-        const int64_t j = graph.nbr_at(q);
+      prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
+        const int64_t j = graph.nbr_at(p);
         prefetch(sc.a_src + j * H);
         prefetch_row(x + j * H * C, row_bytes);
-      }
+      });
       ne.gather(graph, i, H, [&](int64_t id) {
         if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
       });
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, i, true);
-      std::fill(m.begin(), m.end(), -inf);
-      std::fill(s.begin(), s.end(), acc_t(0));  // NaN flags, then sums.
-      for (int64_t k = 0; k < n; ++k) {
-        acc_t* z = ne.z.data() + k * H;
-        for (int64_t h = 0; h < H; ++h) {
-          const acc_t e = sc.leaky(z[h]);
-          m[h] = std::max(m[h], e);
-          s[h] += e != e ? acc_t(1) : acc_t(0);
-        }
-      }
-      acc_t* li = pl + i * H;
-      for (int64_t h = 0; h < H; ++h) {
-        // The reference point of the exponentials; NaN makes all NaN.
-        li[h] = s[h] > acc_t(0)
-                    ? s[h] * std::numeric_limits<acc_t>::quiet_NaN()
-                : m[h] == -inf ? acc_t(0)
-                               : m[h];
-        s[h] = acc_t(0);
-      }
-      for (int64_t k = 0; k < n; ++k) {
-        const acc_t* z = ne.z.data() + k * H;
-        acc_t* w = ne.w.data() + k * H;
-        for (int64_t h = 0; h < H; ++h) {
-          w[h] = exp_approx(sc.leaky(z[h]) - li[h]);
-          s[h] += w[h];
-        }
-      }
-      for (int64_t h = 0; h < H; ++h) {
-        li[h] = s[h] == acc_t(0) ? -inf : li[h] + std::log(s[h]);
-        s[h] = acc_t(1) / s[h];
-      }
-      for (int64_t k = 0; k < n; ++k) {
-        acc_t* w = ne.w.data() + k * H;
-        for (int64_t h = 0; h < H; ++h) w[h] *= s[h];
-        if (drop.active) {
-          drop.factors(ne.id[k], H, f.data());
-          for (int64_t h = 0; h < H; ++h) w[h] *= f[h];
-        }
-        if (pa)
-          for (int64_t h = 0; h < H; ++h)
-            pa[ne.id[k] * H + h] = static_cast<scalar_t>(w[h]);
-      }
-
+      softmax_weights<HT>(
+          ne, H, [&](acc_t z) { return sc.leaky(z); }, drop, pl + i * H, pa,
+          scratch.data());
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = 0; k < n; ++k) {
         add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
@@ -538,7 +266,7 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             at::Tensor& delta, at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
-  const auto graph = by_target(in, skip);
+  const auto graph = in.by_target(skip);
   const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
@@ -553,13 +281,11 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
         ex(2 * H), dots(2 * H);
     int64_t q = graph.ptr[i0];
     for (int64_t i = i0; i < i1; ++i) {
-      for (const int64_t to =
-               std::min(graph.ptr[i + 1] + kAhead, graph.ptr[i1]);
-           q < to; ++q) {
-        const int64_t j = graph.nbr_at(q);
+      prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
+        const int64_t j = graph.nbr_at(p);
         prefetch(sc.a_src + j * H);
         prefetch_row(x + j * H * C, row_bytes);
-      }
+      });
       ne.gather(graph, i, H, [](int64_t) {});
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, i, true);
@@ -606,7 +332,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             at::opmath_type<scalar_t>* grad_edge) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
-  const auto graph = by_source(in, skip);
+  const auto graph = in.by_source(skip);
   const auto sc = scores_of<scalar_t, acc_t>(in, negative_slope);
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
@@ -622,15 +348,13 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
         t(H), ga(H), dots(2 * H);
     int64_t q = graph.ptr[j0];
     for (int64_t j = j0; j < j1; ++j) {
-      for (const int64_t to =
-               std::min(graph.ptr[j + 1] + kAhead, graph.ptr[j1]);
-           q < to; ++q) {
-        const int64_t i = graph.nbr_at(q);
+      prefetch_ahead(graph, j, graph.ptr[j1], q, [&](int64_t p) {
+        const int64_t i = graph.nbr_at(p);
         prefetch(sc.a_dst + i * H);
         prefetch(pl + i * H);
         prefetch(pd + i * H);
         prefetch_row(go + i * H * C, row_bytes);
-      }
+      });
       ne.gather(graph, j, H, [&](int64_t id) {
         if (grad_edge)
           std::fill(grad_edge + id * H, grad_edge + (id + 1) * H, acc_t(0));
@@ -681,20 +405,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
-  const auto acc_type = at::toOpMathType(x.scalar_type());
-  auto out = at::empty({in.num_dst, in.heads, in.channels}, x.options());
-  auto lse = at::empty({in.num_dst, in.heads}, x.options().dtype(acc_type));
-  auto alpha = at::empty(
-      {return_attention_weights ? in.num_edges + num_loops : 0, in.heads},
-      x.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention", [&] {
-        dispatch_heads(in.heads, [&](auto ht) {
-          forward_kernel<scalar_t, decltype(ht)::value>(
-              in, remove_self_loops, negative_slope, drop, out, lse, alpha,
-              return_attention_weights);
-        });
-      });
+  at::Tensor out, lse, alpha;
+  std::tie(out, lse, alpha) =
+      forward_outputs(in, in.x, return_attention_weights);
+  dispatch_kernel(x.scalar_type(), in.heads, [&](auto t, auto ht) {
+    forward_kernel<decltype(t), decltype(ht)::value>(
+        in, remove_self_loops, negative_slope, drop, out, lse, alpha,
+        return_attention_weights);
+  });
   return {out, lse, alpha};
 }
 
@@ -711,22 +429,8 @@ gat_attention_backward_cpu(
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
   const auto acc_type = at::toOpMathType(x.scalar_type());
-  TORCH_CHECK(
-      grad_out.sizes() == at::IntArrayRef({in.num_dst, in.heads, in.channels}),
-      "gat_attention_backward: grad_out must be [N_dst, H, C]");
-  TORCH_CHECK(lse.sizes() == at::IntArrayRef({in.num_dst, in.heads}) &&
-                  lse.scalar_type() == acc_type,
-              "gat_attention_backward: bad lse");
-  const auto g = grad_out.to(x.scalar_type()).contiguous();
-  const auto l = lse.contiguous();
-  std::optional<at::Tensor> ga;
-  if (grad_alpha.has_value() && grad_alpha->numel() > 0) {
-    TORCH_CHECK(grad_alpha->sizes() ==
-                    at::IntArrayRef({in.num_edges + num_loops, in.heads}),
-                "gat_attention_backward: grad_alpha must be "
-                "[E + num_loops, H]");
-    ga = grad_alpha->to(x.scalar_type()).contiguous();
-  }
+  const auto grads = check_grads("gat_attention_backward", in, in.x, grad_out,
+                                 lse, grad_alpha);
   const auto acc_options = x.options().dtype(acc_type);
   auto delta = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
@@ -738,18 +442,19 @@ gat_attention_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "gat_attention_backward",
       [&] {
+        const auto& ga = grads.grad_alpha;
         const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
         auto* pge = edge_score.has_value()
                         ? grad_edge.data_ptr<at::opmath_type<scalar_t>>()
                         : nullptr;
         dispatch_heads(in.heads, [&](auto ht) {
           constexpr int HT = decltype(ht)::value;
-          backward_target_kernel<scalar_t, HT>(in, remove_self_loops,
-                                               negative_slope, drop, g, pga, l,
-                                               delta, grad_dst);
-          backward_source_kernel<scalar_t, HT>(in, remove_self_loops,
-                                               negative_slope, drop, g, pga, l,
-                                               delta, grad_x, grad_src, pge);
+          backward_target_kernel<scalar_t, HT>(
+              in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
+              grads.lse, delta, grad_dst);
+          backward_source_kernel<scalar_t, HT>(
+              in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
+              grads.lse, delta, grad_x, grad_src, pge);
         });
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),

@@ -47,6 +47,24 @@ gat_attention_backward_cpu(
     int64_t num_loops, bool remove_self_loops, double negative_slope,
     double dropout, const std::optional<at::Tensor>& seed);
 
+// gatv2_attention.cpp
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gatv2_attention_cpu(
+    const at::Tensor& x_src, const at::Tensor& x_dst, const at::Tensor& att,
+    const std::optional<at::Tensor>& edge_x, const at::Tensor& rowptr,
+    const at::Tensor& col, const at::Tensor& csr_eid, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_eid, int64_t num_loops,
+    bool remove_self_loops, double negative_slope, double dropout,
+    const std::optional<at::Tensor>& seed, bool return_attention_weights);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gatv2_attention_backward_cpu(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
+    const at::Tensor& x_src, const at::Tensor& x_dst, const at::Tensor& att,
+    const std::optional<at::Tensor>& edge_x, const at::Tensor& lse,
+    const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& csr_eid,
+    const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_eid,
+    int64_t num_loops, bool remove_self_loops, double negative_slope,
+    double dropout, const std::optional<at::Tensor>& seed);
+
 // dropout.cpp
 at::Tensor dropout_cpu(const at::Tensor& x, double p,
                        const std::optional<at::Tensor>& seed);

@@ -15,5 +15,7 @@ TORCH_LIBRARY_IMPL(pyg_gat_ext, CPU, m) {
   m.impl("segment_softmax_backward", &segment_softmax_backward_cpu);
   m.impl("gat_attention", &gat_attention_cpu);
   m.impl("gat_attention_backward", &gat_attention_backward_cpu);
+  m.impl("gatv2_attention", &gatv2_attention_cpu);
+  m.impl("gatv2_attention_backward", &gatv2_attention_backward_cpu);
   m.impl("dropout", &dropout_cpu);
 }

@@ -90,7 +90,7 @@ def _check_graph(graph: GATGraph) -> None:
     # A hand-made graph must not send a kernel out of bounds: pointers run
     # from 0 to E without decreasing, indices lie in range (one host
     # synchronisation for all the facts). Who checks a graph's contents:
-    # - the C++ kernels, in `check_inputs` (csrc/gat_attention.cpp), at
+    # - the C++ kernels, in `check_graph` (csrc/attention.h), at
     #   every call and with the same errors, so this is skipped for them;
     # - the Triton kernels check nothing: they rely on this check, and on
     #   `gat_graph()` for the graphs the layer builds (remembered below);

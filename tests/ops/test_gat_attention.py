@@ -366,34 +366,41 @@ def test_cpp_kernel_rejects_a_corrupt_graph():
                 op(x, a_src, a_dst, None, *bad, 0, False, 0.2, 0.0, None,
                    False)
 
+def far_rows_graph(channels=64, num_dst=4):
+    r"""A graph whose sources lie past element 2**31 of a :obj:`[N_src, 1,
+    channels]` tensor with int32 indices: :obj:`N_src`, the five source
+    rows used, the graph and the same edges on the used rows alone."""
+    num_src = 2**31 // channels + 8
+    used = torch.tensor([0, 5, num_src - 9, num_src - 2, num_src - 1])
+    src = used[torch.tensor([4, 3, 2, 0, 4, 1, 3, 4])]
+    dst = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3])
+    graph = gat_graph(src, dst, num_src, num_dst)
+    assert graph.col.dtype == torch.int32
+    assert int(src.max()) * channels >= 2**31
+    small = gat_graph(torch.searchsorted(used, src), dst, len(used), num_dst)
+    return num_src, used, graph, small
+
+
 def test_cpp_offsets_beyond_32_bits():
     # Source rows past element 2**31 of x: the kernels' offsets are 64-bit
     # even with int32 graph indices. x is 8.6 GB of address space, but only
     # the rows read are ever touched, so the test needs little memory.
     from tests.conftest import backend_or_skip
     backend_or_skip('cpp', torch.device('cpu'))
-    C = 64
-    num_src, num_dst = 2**31 // C + 8, 4
+    C, num_dst = 64, 4
+    num_src, used, graph, small = far_rows_graph(C, num_dst)
     x = torch.empty(num_src, 1, C)
     a_src = torch.zeros(num_src, 1)
     g = torch.Generator().manual_seed(0)
-    used = torch.tensor([0, 5, num_src - 9, num_src - 2, num_src - 1])
     x[used] = torch.randn(len(used), 1, C, generator=g)
     a_src[used] = torch.randn(len(used), 1, generator=g)
     a_dst = torch.randn(num_dst, 1, generator=g)
-    src = used[torch.tensor([4, 3, 2, 0, 4, 1, 3, 4])]
-    dst = torch.tensor([0, 0, 1, 1, 2, 3, 3, 3])
-    graph = gat_graph(src, dst, num_src, num_dst)
-    assert graph.col.dtype == torch.int32
-    assert int(src.max()) * C >= 2**31
     with use_backend('cpp'):
         res = gat_attention(x, a_src, a_dst, graph,
                             return_attention_weights=True)
     # The same edges on the five rows alone.
-    small = torch.searchsorted(used, src)
     with use_backend('reference'):
-        expected = gat_attention(x[used], a_src[used], a_dst,
-                                 gat_graph(small, dst, len(used), num_dst),
+        expected = gat_attention(x[used], a_src[used], a_dst, small,
                                  return_attention_weights=True)
     torch.testing.assert_close(res.out, expected.out)
     torch.testing.assert_close(res.alpha, expected.alpha)

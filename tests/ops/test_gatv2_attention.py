@@ -9,7 +9,13 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from pyg_gat_ext.ops import GATGraph, gat_graph, gatv2_attention, use_backend
 from tests.conftest import TOL
-from tests.ops.test_gat_attention import CASES, corrupt_graphs, random_graph
+from tests.ops.test_gat_attention import (
+    CASES,
+    HALF_BOUND,
+    corrupt_graphs,
+    far_rows_graph,
+    random_graph,
+)
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -176,3 +182,144 @@ def test_raw_op_takes_non_contiguous_inputs(backend, device):
     with use_backend(backend):
         actual = op(x_t, x_dst, att_t, *args)
     torch.testing.assert_close(actual[0], expected[0], **TOL[torch.float64])
+
+
+def test_cpp_kernel_rejects_a_corrupt_graph():
+    # The C++ op checks the graph itself, for callers of the raw operator,
+    # with the errors of the Python check (which it replaces on CPU).
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    src, dst = random_graph(6, 5, 20)
+    graph = gat_graph(src, dst, 6, 5)
+    x_src, x_dst, att, _ = make_inputs(6, 5, 20, 2, 3, torch.float32, 'cpu')
+    lse = torch.zeros(5, 2)
+    with use_backend('cpp'):
+        for bad, error, match in corrupt_graphs(graph, 6, 5):
+            with pytest.raises(error, match=match):
+                torch.ops.pyg_gat_ext.gatv2_attention(
+                    x_src, x_dst, att, None, *bad, 0, False, 0.2, 0.0, None,
+                    False)
+            with pytest.raises(error, match=match):
+                torch.ops.pyg_gat_ext.gatv2_attention_backward(
+                    x_dst, None, x_src, x_dst, att, None, lse, *bad, 0, False,
+                    0.2, 0.0, None)
+
+
+def test_cpp_kernel_rejects_bad_tensors():
+    # The raw operator's contract on shapes and dtypes: clear errors, never
+    # an out-of-bounds read.
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    src, dst = random_graph(6, 5, 20)
+    graph = gat_graph(src, dst, 6, 5)
+    x_src, x_dst, att, _ = (t.detach() if t is not None else t
+                            for t in make_inputs(6, 5, 20, 2, 3,
+                                                 torch.float32, 'cpu'))
+    op = torch.ops.pyg_gat_ext.gatv2_attention
+    tail = (*graph, 0, False, 0.2, 0.0, None, False)
+    cases = [
+        ((x_src[0], x_dst, att, None), ValueError, 'x_src must be'),
+        ((x_src.long(), x_dst, att, None), TypeError, 'x_src must be float'),
+        ((x_src, x_dst[:4], att, None), ValueError, 'x_dst must be'),
+        ((x_src, x_dst, att[:, :2], None), ValueError, 'att must be'),
+        ((x_src, x_dst.double(), att, None), TypeError, 'dtype of x_src'),
+        ((x_src, x_dst, att, torch.zeros(19, 2, 3)), ValueError,
+         'edge_x must be'),
+    ]
+    with use_backend('cpp'):
+        for args, error, match in cases:
+            with pytest.raises(error, match=match):
+                op(*args, *tail)
+        out, lse, _ = op(x_src, x_dst, att, None, *tail)
+        backward = torch.ops.pyg_gat_ext.gatv2_attention_backward
+        rest = (x_src, x_dst, att, None)
+        with pytest.raises(ValueError, match='grad_out must be'):
+            backward(out[:4], None, *rest, lse, *tail[:-1])
+        with pytest.raises(TypeError, match='lse must be'):
+            backward(out, None, *rest, lse.double(), *tail[:-1])
+        with pytest.raises(ValueError, match='grad_alpha must be'):
+            backward(out, torch.ones(3, 2), *rest, lse, *tail[:-1])
+
+
+def test_cpp_result_does_not_depend_on_the_thread_count():
+    # Enough edges for several blocks of nodes (a block holds about 2048
+    # edges): the partial sums of grad_att over fixed blocks, and no
+    # atomics, give the same bits with 1 and 2 threads.
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    num_nodes, num_edges, H, C = 600, 12000, 2, 8
+    src, dst = random_graph(num_nodes, num_nodes, num_edges, hub=5)
+    graph = gat_graph(src, dst, num_nodes, num_nodes)
+    inputs = make_inputs(num_nodes, num_nodes, num_edges, H, C,
+                         torch.float32, 'cpu', num_loops=num_nodes,
+                         edge_x=True)
+    kwargs = dict(num_loops=num_nodes, remove_self_loops=True, dropout=0.3)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(run('cpp', inputs, graph, **kwargs))
+    finally:
+        torch.set_num_threads(threads)
+    for k, (a, b) in enumerate(zip(*results, strict=True)):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_half_precision_error_bound(backend, device, dtype):
+    # The kernels read half-precision rows and compute in float32: within
+    # GAT's documented bound of the float32 reference on the same (rounded)
+    # inputs.
+    if backend == 'reference':
+        pytest.skip('the bound is a property of the kernels')
+    if backend == 'triton' and device.type == 'cpu':
+        pytest.skip('interpreted Triton: too slow for this graph')
+    num_nodes, num_edges, H, C = 60, 500, 4, 16
+    src, dst = random_graph(num_nodes, num_nodes, num_edges)
+    graph = device_graph(src, dst, num_nodes, num_nodes, device)
+    inputs = make_inputs(num_nodes, num_nodes, num_edges, H, C,
+                         torch.float32, 'cpu', num_loops=num_nodes,
+                         edge_x=True)
+    g = torch.Generator().manual_seed(1)
+    grad = torch.randn(num_nodes, H, C, generator=g).to(dtype)
+    results = {}
+    for name, dt in (('half', dtype), ('float', torch.float32)):
+        leaves = [t.detach().to(dtype).to(dt).to(device).requires_grad_()
+                  for t in inputs]
+        with use_backend(backend if name == 'half' else 'reference'):
+            res = gatv2_attention(*leaves[:3], graph, leaves[3],
+                                  num_loops=num_nodes, remove_self_loops=True,
+                                  return_attention_weights=True)
+        res.out.backward(grad.to(dt).to(device))
+        results[name] = [res.out, res.alpha] + [t.grad for t in leaves]
+    bound = HALF_BOUND[dtype]
+    for k, (half, full) in enumerate(zip(*results.values(), strict=True)):
+        assert half.dtype == dtype and torch.isfinite(half).all(), k
+        err = (half.float() - full).abs().max() / full.abs().max()
+        assert err <= bound, (k, err.item())
+
+
+def test_cpp_offsets_beyond_32_bits():
+    # Source rows past element 2**31 of x_src: the kernels' offsets are
+    # 64-bit even with int32 graph indices. x_src is 8.6 GB of address
+    # space, but only the rows read are ever touched (the forward only: the
+    # backward writes a gradient row for every source).
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    C, num_dst = 64, 4
+    num_src, used, graph, small = far_rows_graph(C, num_dst)
+    x_src = torch.empty(num_src, 1, C)
+    g = torch.Generator().manual_seed(0)
+    x_src[used] = torch.randn(len(used), 1, C, generator=g)
+    x_dst = torch.randn(num_dst, 1, C, generator=g)
+    att = torch.randn(1, C, generator=g)
+    with use_backend('cpp'):
+        res = gatv2_attention(x_src, x_dst, att, graph,
+                              return_attention_weights=True)
+    # The same edges on the five rows alone.
+    with use_backend('reference'):
+        expected = gatv2_attention(x_src[used], x_dst, att, small,
+                                   return_attention_weights=True)
+    torch.testing.assert_close(res.out, expected.out)
+    torch.testing.assert_close(res.alpha, expected.alpha)

@@ -1,0 +1,416 @@
+// What the CPU kernels of both attention ops (gat_attention.cpp,
+// gatv2_attention.cpp) share: the graph and its check, the gathering of a
+// node's counted edges, the blocks of nodes that parallel workers take, the
+// softmax of a target's scores (saving the log-sum-exp) and the weighted
+// sums of gathered rows.
+//
+// The graph comes grouped twice (see pyg_gat_ext/ops/attention.py): by target
+// node (CSR: rowptr, col, csr_eid) and by source node (CSC: colptr, row,
+// csc_eid), `eid` mapping a position to the edge id that indexes per-edge
+// inputs and the attention weights. Nodes 0 .. num_loops - 1 also have an
+// implicit self-loop with edge id E + i; with remove_self_loops, explicit
+// edges j -> j do not count.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "common.h"
+#include "dropout.h"
+
+namespace pyg_gat_ext {
+namespace attention {
+
+// One grouping of the edges: by target (rowptr, col, csr_eid) or by source
+// (colptr, row, csc_eid). Its indices are int32 or int64 (`wide`), a
+// run-time property rather than a template parameter: only the gathering
+// of a node's edges (NodeEdges::gather) and the prefetching read them, so
+// the kernels are compiled once for both index types (half the compile
+// time), at the cost of a branch that goes the same way for every edge.
+struct Graph {
+  const int64_t* ptr;
+  const void* nbr;
+  const void* pos_eid;
+  bool wide;
+  int64_t num_nodes, num_edges, num_loops;
+  bool remove_self_loops;
+
+  int64_t nbr_at(int64_t p) const { return at(nbr, p); }
+  int64_t eid_at(int64_t p) const { return at(pos_eid, p); }
+
+ private:
+  int64_t at(const void* t, int64_t p) const {
+    return wide ? static_cast<const int64_t*>(t)[p]
+                : static_cast<const int32_t*>(t)[p];
+  }
+};
+
+// Prefetches the `bytes` bytes at `p` (a gathered feature row).
+inline void prefetch_row(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) prefetch(c + b);
+}
+
+// Edge positions ahead of the current node whose neighbour's rows are
+// prefetched. Most nodes have fewer edges than this, so the cursor runs
+// ahead across node boundaries: a low-degree node's rows were requested
+// while the nodes before it were computed.
+constexpr int64_t kAhead = 32;
+
+// Calls `fetch(p)` for the edge positions from `q` up to kAhead past node
+// `node`'s last (but not past `end`, the block's), advancing `q`.
+template <typename F>
+inline void prefetch_ahead(const Graph& g, int64_t node, int64_t end,
+                           int64_t& q, F&& fetch) {
+  for (const int64_t to = std::min(g.ptr[node + 1] + kAhead, end); q < to; ++q)
+    fetch(q);
+}
+
+// The counted edges of one node (neighbour, edge id), the implicit
+// self-loop last, gathered into per-thread buffers with room for [n, H]
+// scores and weights; `skipped(edge id)` is called for each left-out
+// edge.
+template <typename acc_t>
+struct NodeEdges {
+  std::vector<int64_t> nbr, id;
+  std::vector<acc_t> z, w;
+  int64_t n = 0;
+
+  template <typename S>
+  void gather(const Graph& g, int64_t i, int64_t H, S&& skipped) {
+    const int64_t lo = g.ptr[i], hi = g.ptr[i + 1];
+    const size_t cap = static_cast<size_t>(hi - lo + 1);
+    if (nbr.size() < cap) {
+      nbr.resize(cap);
+      id.resize(cap);
+      z.resize(cap * H);
+      w.resize(cap * H);
+    }
+    n = 0;
+    if (g.wide) {
+      collect(g, static_cast<const int64_t*>(g.nbr),
+              static_cast<const int64_t*>(g.pos_eid), i, skipped);
+    } else {
+      collect(g, static_cast<const int32_t*>(g.nbr),
+              static_cast<const int32_t*>(g.pos_eid), i, skipped);
+    }
+    if (i < g.num_loops) {
+      nbr[n] = i;
+      id[n++] = g.num_edges + i;
+    }
+  }
+
+ private:
+  template <typename index_t, typename S>
+  void collect(const Graph& g, const index_t* g_nbr, const index_t* g_eid,
+               int64_t i, S& skipped) {
+    for (int64_t p = g.ptr[i]; p < g.ptr[i + 1]; ++p) {
+      const int64_t j = g_nbr[p], e = g_eid[p];
+      if (g.remove_self_loops && j == i) {
+        skipped(e);
+        continue;
+      }
+      nbr[n] = j;
+      id[n++] = e;
+    }
+  }
+};
+
+// Calls f(std::integral_constant<int, H>) for the head counts that get a
+// specialised loop, f(std::integral_constant<int, 0>) for the others.
+template <typename F>
+void dispatch_heads(int64_t heads, F&& f) {
+  switch (heads) {
+    case 1:
+      return f(std::integral_constant<int, 1>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    default:
+      return f(std::integral_constant<int, 0>{});
+  }
+}
+
+// Calls f(scalar_t(), std::integral_constant<int, H>()) for the dtype
+// `type` (a floating type) and dispatch_heads' head count.
+template <typename F>
+void dispatch_kernel(at::ScalarType type, int64_t heads, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, type, "attention",
+      [&] { dispatch_heads(heads, [&](auto ht) { f(scalar_t(), ht); }); });
+}
+
+// The bounds of at most `max_blocks` ranges of nodes with about equal edge
+// counts (and at least about 2048 edges and nodes each).
+inline std::vector<int64_t> node_blocks(const int64_t* ptr, int64_t num_nodes,
+                                        int64_t max_blocks) {
+  const int64_t num_edges = ptr[num_nodes];
+  const int64_t target = std::max<int64_t>(
+      1, std::min<int64_t>(max_blocks, (num_edges + num_nodes) / 2048 + 1));
+  std::vector<int64_t> bounds{0};
+  for (int64_t b = 1; b < target; ++b) {
+    const int64_t want = num_edges * b / target;
+    const int64_t i = std::lower_bound(ptr, ptr + num_nodes + 1, want) - ptr;
+    if (i > bounds.back() && i < num_nodes) bounds.push_back(i);
+  }
+  bounds.push_back(num_nodes);
+  return bounds;
+}
+
+// f(b, begin, end) for every block b of `bounds`, in parallel.
+template <typename F>
+void parallel_blocks(const std::vector<int64_t>& bounds, F&& f) {
+  parallel_for(0, bounds.size() - 1, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b, bounds[b], bounds[b + 1]);
+  });
+}
+
+// f(begin, end) over ranges of nodes that parallel workers take: several
+// per thread, so that a skewed degree distribution still balances.
+template <typename F>
+void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
+  parallel_blocks(node_blocks(ptr, num_nodes, 8 * at::get_num_threads()),
+                  [&](int64_t, int64_t i0, int64_t i1) { f(i0, i1); });
+}
+
+// The graph of an attention op, checked (check_graph) and contiguous.
+struct GraphInputs {
+  at::Tensor rowptr, col, csr_eid, colptr, row, csc_eid;
+  int64_t num_src, num_dst, num_edges, num_loops;
+
+  Graph by_target(bool skip) const {
+    return {rowptr.data_ptr<int64_t>(),
+            col.data_ptr(),
+            csr_eid.data_ptr(),
+            col.scalar_type() == at::kLong,
+            num_dst,
+            num_edges,
+            num_loops,
+            skip};
+  }
+  Graph by_source(bool skip) const {
+    return {colptr.data_ptr<int64_t>(),
+            row.data_ptr(),
+            csc_eid.data_ptr(),
+            row.scalar_type() == at::kLong,
+            num_src,
+            num_edges,
+            num_loops,
+            skip};
+  }
+};
+
+// Checks the graph of attention op `op` for `num_src` source nodes. A
+// corrupt grouping must not send a kernel out of bounds: pointers run from
+// 0 to E without decreasing and indices lie in range (linear scans, cheap
+// next to the E * H * C work of the kernels). This is the only check of a
+// graph's contents on the C++ path: the Python front (ops/attention.py,
+// _check_graph) leaves it to this function, with the same errors.
+inline GraphInputs check_graph(const char* op, int64_t num_src,
+                               const at::Tensor& rowptr, const at::Tensor& col,
+                               const at::Tensor& csr_eid,
+                               const at::Tensor& colptr, const at::Tensor& row,
+                               const at::Tensor& csc_eid, int64_t num_loops) {
+  GraphInputs in;
+  in.num_src = num_src;
+  in.num_dst = rowptr.numel() - 1;
+  in.num_edges = col.numel();
+  in.num_loops = num_loops;
+  TORCH_CHECK_TYPE(
+      rowptr.scalar_type() == at::kLong && colptr.scalar_type() == at::kLong,
+      op, ": 'graph.rowptr' and 'graph.colptr' must be int64 (got ",
+      rowptr.scalar_type(), " and ", colptr.scalar_type(), ")");
+  TORCH_CHECK(colptr.numel() == in.num_src + 1 && in.num_dst >= 0, op,
+              ": colptr must have N_src + 1 entries");
+  TORCH_CHECK(csr_eid.numel() == in.num_edges && row.numel() == in.num_edges &&
+                  csc_eid.numel() == in.num_edges,
+              op, ": the index tensors differ in length");
+  const auto index_type = col.scalar_type();
+  TORCH_CHECK((index_type == at::kInt || index_type == at::kLong) &&
+                  csr_eid.scalar_type() == index_type &&
+                  row.scalar_type() == index_type &&
+                  csc_eid.scalar_type() == index_type,
+              op,
+              ": col, csr_eid, row and csc_eid must share one integer type "
+              "(int32 or int64)");
+  TORCH_CHECK(num_loops >= 0 && num_loops <= std::min(in.num_src, in.num_dst),
+              op, ": num_loops out of range");
+  in.rowptr = rowptr.contiguous();
+  in.col = col.contiguous();
+  in.csr_eid = csr_eid.contiguous();
+  in.colptr = colptr.contiguous();
+  in.row = row.contiguous();
+  in.csc_eid = csc_eid.contiguous();
+  const std::pair<const char*, const at::Tensor*> pointers[] = {
+      {"rowptr", &in.rowptr}, {"colptr", &in.colptr}};
+  for (const auto& [name, p] : pointers) {
+    const int64_t* d = p->data_ptr<int64_t>();
+    const int64_t n = p->numel();
+    int64_t drops = 0;
+    for (int64_t k = 1; k < n; ++k) drops += d[k - 1] > d[k];
+    TORCH_CHECK_VALUE(
+        d[0] == 0 && d[n - 1] == in.num_edges && drops == 0, op, ": 'graph.",
+        name, "' must start at 0, end at the number of edges (", in.num_edges,
+        ") and never decrease (got ", name, "[0]=", d[0], ", ", name,
+        "[-1]=", d[n - 1], ", ", drops, " decreasing steps)");
+  }
+  AT_DISPATCH_INDEX_TYPES(index_type, "check_graph", [&] {
+    const std::tuple<const char*, const at::Tensor*, int64_t> ranges[] = {
+        {"col", &in.col, in.num_src},
+        {"csr_eid", &in.csr_eid, in.num_edges},
+        {"row", &in.row, in.num_dst},
+        {"csc_eid", &in.csc_eid, in.num_edges}};
+    for (const auto& [name, t, bound] : ranges) {
+      if (in.num_edges == 0) continue;
+      const index_t* d = t->data_ptr<index_t>();
+      index_t low = d[0], high = d[0];  // A loop that vectorises.
+      for (int64_t k = 1; k < in.num_edges; ++k) {
+        low = std::min(low, d[k]);
+        high = std::max(high, d[k]);
+      }
+      TORCH_CHECK_INDEX(low >= 0 && static_cast<int64_t>(high) < bound, op,
+                        ": 'graph.", name, "' holds indices in [", low, ", ",
+                        high, "], out of range for [0, ", bound, ")");
+    }
+  });
+  return in;
+}
+
+// The outputs of an attention op's forward for source rows `x` [N_src, H,
+// C]: out [N_dst, H, C] like x, lse [N_dst, H] in x's op math type and the
+// weights [E + num_loops, H] by edge id (or [0, H]).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_outputs(
+    const GraphInputs& g, const at::Tensor& x, bool return_attention_weights) {
+  const int64_t H = x.size(1);
+  const auto acc_type = at::toOpMathType(x.scalar_type());
+  return {
+      at::empty({g.num_dst, H, x.size(2)}, x.options()),
+      at::empty({g.num_dst, H}, x.options().dtype(acc_type)),
+      at::empty({return_attention_weights ? g.num_edges + g.num_loops : 0, H},
+                x.options())};
+}
+
+// The gradient-side inputs of an attention op's backward, checked against
+// the source rows `x` and made contiguous in x's dtype (lse in its op math
+// type); grad_alpha is absent when not given or empty.
+struct GradInputs {
+  at::Tensor grad_out, lse;
+  std::optional<at::Tensor> grad_alpha;
+};
+
+inline GradInputs check_grads(const char* op, const GraphInputs& g,
+                              const at::Tensor& x, const at::Tensor& grad_out,
+                              const at::Tensor& lse,
+                              const std::optional<at::Tensor>& grad_alpha) {
+  const int64_t H = x.size(1), C = x.size(2);
+  const auto acc_type = at::toOpMathType(x.scalar_type());
+  TORCH_CHECK_VALUE(grad_out.sizes() == at::IntArrayRef({g.num_dst, H, C}), op,
+                    ": grad_out must be [N_dst, H, C] (got ", grad_out.sizes(),
+                    ")");
+  TORCH_CHECK_VALUE(lse.sizes() == at::IntArrayRef({g.num_dst, H}), op,
+                    ": lse must be [N_dst, H] (got ", lse.sizes(), ")");
+  TORCH_CHECK_TYPE(lse.scalar_type() == acc_type, op, ": lse must be ",
+                   acc_type, " (got ", lse.scalar_type(), ")");
+  GradInputs in{grad_out.to(x.scalar_type()).contiguous(), lse.contiguous(),
+                std::nullopt};
+  if (grad_alpha.has_value() && grad_alpha->numel() > 0) {
+    TORCH_CHECK_VALUE(
+        grad_alpha->sizes() == at::IntArrayRef({g.num_edges + g.num_loops, H}),
+        op, ": grad_alpha must be [E + num_loops, H] (got ",
+        grad_alpha->sizes(), ")");
+    in.grad_alpha = grad_alpha->to(x.scalar_type()).contiguous();
+  }
+  return in;
+}
+
+// The forward softmax of one target's gathered edges: with e = score(z)
+// for the stored z[k, h], lse[h] = log sum_k exp e (saved; -inf without
+// edges) and w[k, h] = exp(e - lse[h]) times the dropout factor of the
+// edge, also written to `weights` (by edge id, if not null). `scratch`
+// holds 3 H values. NaN scores make the whole row NaN, as in PyG.
+template <int HT, typename acc_t, typename scalar_t, typename S>
+void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
+                     const Dropout& drop, acc_t* lse, scalar_t* weights,
+                     acc_t* scratch) {
+  const int64_t H = HT > 0 ? HT : heads, n = ne.n;
+  constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
+  acc_t* m = scratch;
+  acc_t* s = scratch + H;
+  acc_t* f = scratch + 2 * H;
+  std::fill(m, m + H, -inf);
+  std::fill(s, s + H, acc_t(0));  // NaN flags, then sums.
+  for (int64_t k = 0; k < n; ++k) {
+    const acc_t* z = ne.z.data() + k * H;
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t e = score(z[h]);
+      m[h] = std::max(m[h], e);
+      s[h] += e != e ? acc_t(1) : acc_t(0);
+    }
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    // The reference point of the exponentials; NaN makes all NaN.
+    lse[h] = s[h] > acc_t(0) ? s[h] * std::numeric_limits<acc_t>::quiet_NaN()
+             : m[h] == -inf  ? acc_t(0)
+                             : m[h];
+    s[h] = acc_t(0);
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    const acc_t* z = ne.z.data() + k * H;
+    acc_t* w = ne.w.data() + k * H;
+    for (int64_t h = 0; h < H; ++h) {
+      w[h] = exp_approx(score(z[h]) - lse[h]);
+      s[h] += w[h];
+    }
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    lse[h] = s[h] == acc_t(0) ? -inf : lse[h] + std::log(s[h]);
+    s[h] = acc_t(1) / s[h];
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    acc_t* w = ne.w.data() + k * H;
+    for (int64_t h = 0; h < H; ++h) w[h] *= s[h];
+    if (drop.active) {
+      drop.factors(ne.id[k], H, f);
+      for (int64_t h = 0; h < H; ++h) w[h] *= f[h];
+    }
+    if (weights)
+      for (int64_t h = 0; h < H; ++h)
+        weights[ne.id[k] * H + h] = static_cast<scalar_t>(w[h]);
+  }
+}
+
+// acc[h, c] += w[h] * row[h, c]: a gathered [H, C] row weighted per head.
+// `acc` aliases neither `w` nor `row`, so the loop over c is vectorised
+// without a run-time overlap check and a scalar copy (this loop is
+// instantiated more than any other: less code, faster to compile).
+template <int HT, typename scalar_t, typename acc_t>
+inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
+                             const scalar_t* __restrict row, int64_t heads,
+                             int64_t C) {
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h) {
+    acc_t* __restrict ah = acc + h * C;
+    const scalar_t* __restrict rh = row + h * C;
+    const acc_t wh = w[h];
+    for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
+  }
+}
+
+}  // namespace attention
+}  // namespace pyg_gat_ext

@@ -1,0 +1,474 @@
+// CPU kernels of the fused GATv2 attention: forward and backward, without
+// ever forming the [E, H, C] sums or messages (the graph, its implicit
+// self-loops and skipped edges as in attention.h).
+//
+// Per edge (j -> i) with id `id` and head h (rows of C channels):
+//   s = x_dst[i] + x_src[j] + edge_x[id],   u = LeakyReLU(s),
+//   e = <att[h], u>,   alpha = exp(e - lse_i),   out_i = sum_j alpha f x_j,
+// f the dropout factor of (id, h). With g_i = dL/d out_i and grad_alpha
+// the gradient of the returned weights alpha f:
+//   dL/d alpha = f (<g_i, x_j> + grad_alpha[id]) =: ga,
+//   de = dL/de = alpha (ga - D_i),   D_i = sum_j alpha ga  (the softmax),
+//   ds = de att * LeakyReLU'(s)  (per channel; LeakyReLU' = 1 where s > 0,
+//                                 else slope),
+// and s is linear in its three rows, so
+//   grad_x_dst[i] = sum_j ds,   grad_edge_x[id] = ds,
+//   grad_x_src[j] = sum_i (alpha f g_i + ds),   grad_att = sum de u.
+//
+// Forward: one pass per target; for each of its counted edges the C-wide
+// sums on the fly and the score, then GAT's softmax over the node's scores
+// (attention.h: softmax_weights, saving lse), then the weighted sum of the
+// source rows: two loops over the node's few edges (scores, then rows)
+// rather than an online softmax, whose rescaling costs an [H, C]
+// multiplication per new maximum; the second loop reads rows the first just
+// brought into cache.
+// Backward, recomputing alpha from lse, with no atomics and a result that
+// does not depend on the thread count:
+// - a pass over targets: D_i (stored for the source pass), then ds per
+//   edge for grad_x_dst[i] and partial sums of de u for grad_att over fixed
+//   blocks of targets (independent of the thread count), summed in block
+//   order;
+// - a pass over sources (CSC): alpha, ga, de and ds again per edge, summed
+//   into grad_x_src[j]; each edge is seen once, which writes its
+//   grad_edge_x row (zero for a skipped edge).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "attention.h"
+#include "common.h"
+#include "dropout.h"
+#include "kernels.h"
+
+namespace pyg_gat_ext {
+namespace {
+
+using namespace attention;
+
+struct Inputs : GraphInputs {
+  at::Tensor x_src, x_dst, att;
+  std::optional<at::Tensor> edge_x;
+  int64_t heads, channels;
+};
+
+// The op's contract on its tensors (the Python front, ops/attention.py,
+// checks user input with its own messages; this guards the raw operator).
+Inputs check_inputs(const char* op, const at::Tensor& x_src,
+                    const at::Tensor& x_dst, const at::Tensor& att,
+                    const std::optional<at::Tensor>& edge_x,
+                    const at::Tensor& rowptr, const at::Tensor& col,
+                    const at::Tensor& csr_eid, const at::Tensor& colptr,
+                    const at::Tensor& row, const at::Tensor& csc_eid,
+                    int64_t num_loops) {
+  TORCH_CHECK_VALUE(x_src.dim() == 3, op,
+                    ": x_src must be [N_src, H, C] (got ", x_src.sizes(), ")");
+  const auto type = x_src.scalar_type();
+  TORCH_CHECK_TYPE(type == at::kFloat || type == at::kDouble ||
+                       type == at::kHalf || type == at::kBFloat16,
+                   op,
+                   ": x_src must be float32, float64, float16 or bfloat16 "
+                   "(got ",
+                   type, ")");
+  Inputs in;
+  static_cast<GraphInputs&>(in) =
+      check_graph(op, x_src.size(0), rowptr, col, csr_eid, colptr, row,
+                  csc_eid, num_loops);
+  in.heads = x_src.size(1);
+  in.channels = x_src.size(2);
+  const int64_t H = in.heads, C = in.channels;
+  TORCH_CHECK_VALUE(x_dst.sizes() == at::IntArrayRef({in.num_dst, H, C}), op,
+                    ": x_dst must be [N_dst, H, C] = [", in.num_dst, ", ", H,
+                    ", ", C, "] (got ", x_dst.sizes(), ")");
+  TORCH_CHECK_VALUE(att.sizes() == at::IntArrayRef({H, C}), op,
+                    ": att must be [H, C] = [", H, ", ", C, "] (got ",
+                    att.sizes(), ")");
+  TORCH_CHECK_TYPE(x_dst.scalar_type() == type && att.scalar_type() == type,
+                   op, ": x_dst and att must have the dtype of x_src (", type,
+                   "; got ", x_dst.scalar_type(), " and ", att.scalar_type(),
+                   ")");
+  if (edge_x.has_value()) {
+    TORCH_CHECK_VALUE(
+        edge_x->sizes() == at::IntArrayRef({in.num_edges + num_loops, H, C}),
+        op, ": edge_x must be [E + num_loops, H, C] = [",
+        in.num_edges + num_loops, ", ", H, ", ", C, "] (got ", edge_x->sizes(),
+        ")");
+    TORCH_CHECK_TYPE(edge_x->scalar_type() == type, op,
+                     ": edge_x must have the dtype of x_src (", type, "; got ",
+                     edge_x->scalar_type(), ")");
+    in.edge_x = edge_x->contiguous();
+  }
+  in.x_src = x_src.contiguous();
+  in.x_dst = x_dst.contiguous();
+  in.att = att.contiguous();
+  return in;
+}
+
+// The number of partial sums that lane_sum keeps: one AVX2 register of
+// float (and C = 8, a common head width, fills it exactly).
+constexpr int64_t kLanes = 8;
+
+// sum_{c < C} t(c) in kLanes partial sums, added up in a fixed tree at the
+// end: a reduction that vectorises over c (the compiler may not reorder a
+// float sum itself) and whose order depends on C only.
+template <typename acc_t, typename T>
+inline acc_t lane_sum(int64_t C, T&& t) {
+  acc_t p[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= C; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) p[l] += t(c + l);
+  for (int64_t l = 0; c < C; ++c, ++l) p[l] += t(c);
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t l = 0; l < w; ++l) p[l] += p[l + w];
+  return p[0];
+}
+
+// The feature rows of the op: s = x_dst[i] + x_src[j] (+ edge_x[id]) and
+// the score e[h] = <att[h], LeakyReLU(s[h])> of an edge, for [H, C] rows
+// of HC = H C values.
+template <typename scalar_t, typename acc_t>
+struct Rows {
+  const scalar_t* x_src;
+  const scalar_t* x_dst;
+  const scalar_t* edge_x;  // nullptr if absent.
+  const acc_t* att;        // [H, C], in acc_t.
+  int64_t heads, C, HC;
+  acc_t slope;
+
+  void sums(int64_t i, int64_t j, int64_t id, acc_t* __restrict s) const {
+    const scalar_t* __restrict xd = x_dst + i * HC;
+    const scalar_t* __restrict xs = x_src + j * HC;
+    if (edge_x) {
+      const scalar_t* __restrict xe = edge_x + id * HC;
+      for (int64_t c = 0; c < HC; ++c)
+        s[c] = static_cast<acc_t>(xd[c]) + static_cast<acc_t>(xs[c]) +
+               static_cast<acc_t>(xe[c]);
+    } else {
+      for (int64_t c = 0; c < HC; ++c)
+        s[c] = static_cast<acc_t>(xd[c]) + static_cast<acc_t>(xs[c]);
+    }
+  }
+
+  // s (sums above) and e for edge (j -> i).
+  template <int HT>
+  void scores(int64_t i, int64_t j, int64_t id, acc_t* __restrict s,
+              acc_t* e) const {
+    const int64_t H = HT > 0 ? HT : heads;
+    sums(i, j, id, s);
+    const acc_t sl = slope;  // A local: the loop then vectorises.
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t* a = att + h * C;
+      const acc_t* sh = s + h * C;
+      e[h] = lane_sum<acc_t>(C, [&](int64_t c) {
+        const acc_t v = sh[c];
+        return a[c] * (v > acc_t(0) ? v : v * sl);
+      });
+    }
+  }
+
+  // Prefetches the rows that edge (j -> i) reads besides x_dst[i].
+  void prefetch_edge(int64_t j, int64_t id) const {
+    prefetch_row(x_src + j * HC, HC * sizeof(scalar_t));
+    if (edge_x) prefetch_row(edge_x + id * HC, HC * sizeof(scalar_t));
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+Rows<scalar_t, acc_t> rows_of(const Inputs& in, double negative_slope,
+                              std::vector<acc_t>& att) {
+  const scalar_t* pa = in.att.data_ptr<scalar_t>();
+  att.assign(pa, pa + in.heads * in.channels);
+  return {in.x_src.data_ptr<scalar_t>(),
+          in.x_dst.data_ptr<scalar_t>(),
+          in.edge_x ? in.edge_x->data_ptr<scalar_t>() : nullptr,
+          att.data(),
+          in.heads,
+          in.channels,
+          in.heads * in.channels,
+          static_cast<acc_t>(negative_slope)};
+}
+
+// out[h] = <a[h], b[h]> for [H, C] rows a and b (in lane_sum's order).
+template <int HT, typename acc_t, typename scalar_t>
+inline void head_dots(acc_t* out, const scalar_t* a, const scalar_t* b,
+                      int64_t heads, int64_t C) {
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h) {
+    const scalar_t* ah = a + h * C;
+    const scalar_t* bh = b + h * C;
+    out[h] = lane_sum<acc_t>(C, [&](int64_t c) {
+      return static_cast<acc_t>(ah[c]) * static_cast<acc_t>(bh[c]);
+    });
+  }
+}
+
+// Forward: one worker per block of targets (see the top of the file).
+template <typename scalar_t, int HT>
+void forward_kernel(const Inputs& in, bool skip, double negative_slope,
+                    const Dropout& drop, at::Tensor& out, at::Tensor& lse,
+                    at::Tensor& alpha, bool return_attention_weights) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
+  const auto graph = in.by_target(skip);
+  std::vector<acc_t> att;
+  const auto rows = rows_of<scalar_t>(in, negative_slope, att);
+  scalar_t* po = out.data_ptr<scalar_t>();
+  acc_t* pl = lse.data_ptr<acc_t>();
+  scalar_t* pa =
+      return_attention_weights ? alpha.data_ptr<scalar_t>() : nullptr;
+
+  parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
+    NodeEdges<acc_t> ne;
+    int64_t q = graph.ptr[i0];
+    std::vector<acc_t> scratch(3 * H), s(HC), acc(HC);
+    for (int64_t i = i0; i < i1; ++i) {
+      prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
+        rows.prefetch_edge(graph.nbr_at(p), graph.eid_at(p));
+      });
+      ne.gather(graph, i, H, [&](int64_t id) {
+        if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
+      });
+      for (int64_t k = 0; k < ne.n; ++k)
+        rows.template scores<HT>(i, ne.nbr[k], ne.id[k], s.data(),
+                                 ne.z.data() + k * H);
+      softmax_weights<HT>(
+          ne, H, [](acc_t e) { return e; }, drop, pl + i * H, pa,
+          scratch.data());
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = 0; k < ne.n; ++k)
+        add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
+                             rows.x_src + ne.nbr[k] * HC, H, C);
+      std::copy(acc.begin(), acc.end(), po + i * HC);
+    }
+  });
+}
+
+// What both backward passes recompute for edge (j -> i) with id `id`:
+// its sums s, alpha (from lse_i), the dropout factors f and ga = f (<g_i,
+// x_j> + grad_alpha[id]) (`grad_alpha` may be null), per head.
+template <int HT, typename scalar_t, typename acc_t>
+inline void edge_grads(const Rows<scalar_t, acc_t>& rows, const Dropout& drop,
+                       const scalar_t* g_i, const scalar_t* grad_alpha,
+                       const acc_t* lse_i, int64_t i, int64_t j, int64_t id,
+                       acc_t* s, acc_t* alpha, acc_t* f, acc_t* ga) {
+  const int64_t H = HT > 0 ? HT : rows.heads;
+  rows.template scores<HT>(i, j, id, s, alpha);
+  head_dots<HT>(ga, g_i, rows.x_src + j * rows.HC, H, rows.C);
+  drop.factors(id, H, f);
+  for (int64_t h = 0; h < H; ++h) {
+    alpha[h] = exp_approx(alpha[h] - lse_i[h]);
+    const acc_t extra =
+        grad_alpha ? static_cast<acc_t>(grad_alpha[id * H + h]) : acc_t(0);
+    ga[h] = f[h] * (ga[h] + extra);
+  }
+}
+
+// The fixed blocks of targets of the backward target pass, at most this
+// many (whatever the thread count, so that the partial sums of grad_att and
+// their sum do not depend on it).
+constexpr int64_t kFixedBlocks = 1024;
+
+// Pass over targets: D_i into `delta`, grad_x_dst[i], and grad_att from
+// the sums of de u over each of the fixed blocks of targets, added up in
+// block order.
+template <typename scalar_t, int HT>
+void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
+                            const Dropout& drop, const scalar_t* grad_out,
+                            const scalar_t* grad_alpha, const at::Tensor& lse,
+                            at::Tensor& delta, at::Tensor& grad_x_dst,
+                            at::Tensor& grad_att) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
+  const auto graph = in.by_target(skip);
+  std::vector<acc_t> att;
+  const auto rows = rows_of<scalar_t>(in, negative_slope, att);
+  const acc_t slope = rows.slope;
+  const acc_t* pl = lse.data_ptr<acc_t>();
+  acc_t* pd = delta.data_ptr<acc_t>();
+  scalar_t* pg = grad_x_dst.data_ptr<scalar_t>();
+  const auto bounds = node_blocks(graph.ptr, in.num_dst, kFixedBlocks);
+  std::vector<acc_t> parts((bounds.size() - 1) * HC, acc_t(0));
+  acc_t* pp = parts.data();
+
+  parallel_blocks(bounds, [&](int64_t b, int64_t i0, int64_t i1) {
+    NodeEdges<acc_t> ne;
+    int64_t q = graph.ptr[i0];
+    std::vector<acc_t> s(HC), acc(HC), f(H);
+    acc_t* __restrict part = pp + b * HC;
+    for (int64_t i = i0; i < i1; ++i) {
+      prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
+        rows.prefetch_edge(graph.nbr_at(p), graph.eid_at(p));
+      });
+      ne.gather(graph, i, H, [](int64_t) {});
+      const scalar_t* g_i = grad_out + i * HC;
+      acc_t* d = pd + i * H;
+      std::fill(d, d + H, acc_t(0));
+      // w = alpha and z = ga per edge, then D_i.
+      for (int64_t k = 0; k < ne.n; ++k) {
+        acc_t* a = ne.w.data() + k * H;
+        acc_t* ga = ne.z.data() + k * H;
+        edge_grads<HT>(rows, drop, g_i, grad_alpha, pl + i * H, i, ne.nbr[k],
+                       ne.id[k], s.data(), a, f.data(), ga);
+        for (int64_t h = 0; h < H; ++h) d[h] += a[h] * ga[h];
+      }
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = 0; k < ne.n; ++k) {
+        rows.sums(i, ne.nbr[k], ne.id[k], s.data());
+        for (int64_t h = 0; h < H; ++h) {
+          // de LeakyReLU'(s): de where s > 0, else (NaN too) de slope.
+          const acc_t de = ne.w[k * H + h] * (ne.z[k * H + h] - d[h]);
+          const acc_t de_slope = de * slope;
+          const acc_t* __restrict a = att.data() + h * C;
+          const acc_t* __restrict sh = s.data() + h * C;
+          acc_t* __restrict ah = acc.data() + h * C;
+          acc_t* __restrict ph = part + h * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const acc_t v = sh[c], dl = v > acc_t(0) ? de : de_slope;
+            ah[c] += dl * a[c];
+            ph[c] += dl * v;  // de u = de LeakyReLU'(s) s.
+          }
+        }
+      }
+      std::copy(acc.begin(), acc.end(), pg + i * HC);
+    }
+  });
+  std::vector<acc_t> sum(HC, acc_t(0));
+  for (size_t b = 0; b + 1 < bounds.size(); ++b)
+    for (int64_t c = 0; c < HC; ++c) sum[c] += pp[b * HC + c];
+  std::copy(sum.begin(), sum.end(), grad_att.data_ptr<scalar_t>());
+}
+
+// Pass over sources: grad_x_src[j] and, if `grad_edge` is not null, the
+// grad_edge_x row of each of j's edges.
+template <typename scalar_t, int HT>
+void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
+                            const Dropout& drop, const scalar_t* grad_out,
+                            const scalar_t* grad_alpha, const at::Tensor& lse,
+                            const at::Tensor& delta, at::Tensor& grad_x_src,
+                            scalar_t* grad_edge) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
+  const auto graph = in.by_source(skip);
+  std::vector<acc_t> att;
+  const auto rows = rows_of<scalar_t>(in, negative_slope, att);
+  const acc_t slope = rows.slope;
+  const acc_t* pl = lse.data_ptr<acc_t>();
+  const acc_t* pd = delta.data_ptr<acc_t>();
+  scalar_t* px = grad_x_src.data_ptr<scalar_t>();
+  const int64_t row_bytes = HC * sizeof(scalar_t);
+
+  parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
+    NodeEdges<acc_t> ne;
+    int64_t q = graph.ptr[j0];
+    std::vector<acc_t> s(HC), acc(HC), a(H), f(H), ga(H);
+    for (int64_t j = j0; j < j1; ++j) {
+      prefetch_ahead(graph, j, graph.ptr[j1], q, [&](int64_t p) {
+        const int64_t i = graph.nbr_at(p);
+        prefetch_row(rows.x_dst + i * HC, row_bytes);
+        prefetch_row(grad_out + i * HC, row_bytes);
+        prefetch(pl + i * H);
+        prefetch(pd + i * H);
+        if (rows.edge_x)
+          prefetch_row(rows.edge_x + graph.eid_at(p) * HC, row_bytes);
+      });
+      ne.gather(graph, j, H, [&](int64_t id) {
+        if (grad_edge)
+          std::fill(grad_edge + id * HC, grad_edge + (id + 1) * HC,
+                    scalar_t(0));
+      });
+      std::fill(acc.begin(), acc.end(), acc_t(0));
+      for (int64_t k = 0; k < ne.n; ++k) {
+        const int64_t i = ne.nbr[k], id = ne.id[k];
+        const scalar_t* g_i = grad_out + i * HC;
+        edge_grads<HT>(rows, drop, g_i, grad_alpha, pl + i * H, i, j, id,
+                       s.data(), a.data(), f.data(), ga.data());
+        for (int64_t h = 0; h < H; ++h) {
+          const acc_t de = a[h] * (ga[h] - pd[i * H + h]);
+          const acc_t de_slope = de * slope, w = a[h] * f[h];
+          const acc_t* __restrict at_h = att.data() + h * C;
+          const scalar_t* __restrict gh = g_i + h * C;
+          acc_t* __restrict sh = s.data() + h * C;  // s, then ds.
+          acc_t* __restrict ah = acc.data() + h * C;
+          for (int64_t c = 0; c < C; ++c) {
+            sh[c] = (sh[c] > acc_t(0) ? de : de_slope) * at_h[c];
+            ah[c] += w * static_cast<acc_t>(gh[c]) + sh[c];
+          }
+        }
+        if (grad_edge) std::copy(s.begin(), s.end(), grad_edge + id * HC);
+      }
+      std::copy(acc.begin(), acc.end(), px + j * HC);
+    }
+  });
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gatv2_attention_cpu(
+    const at::Tensor& x_src, const at::Tensor& x_dst, const at::Tensor& att,
+    const std::optional<at::Tensor>& edge_x, const at::Tensor& rowptr,
+    const at::Tensor& col, const at::Tensor& csr_eid, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_eid, int64_t num_loops,
+    bool remove_self_loops, double negative_slope, double dropout,
+    const std::optional<at::Tensor>& seed, bool return_attention_weights) {
+  const Inputs in =
+      check_inputs("gatv2_attention", x_src, x_dst, att, edge_x, rowptr, col,
+                   csr_eid, colptr, row, csc_eid, num_loops);
+  const Dropout drop(dropout, seed);
+  at::Tensor out, lse, alpha;
+  std::tie(out, lse, alpha) =
+      forward_outputs(in, in.x_src, return_attention_weights);
+  dispatch_kernel(in.x_src.scalar_type(), in.heads, [&](auto t, auto ht) {
+    forward_kernel<decltype(t), decltype(ht)::value>(
+        in, remove_self_loops, negative_slope, drop, out, lse, alpha,
+        return_attention_weights);
+  });
+  return {out, lse, alpha};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gatv2_attention_backward_cpu(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
+    const at::Tensor& x_src, const at::Tensor& x_dst, const at::Tensor& att,
+    const std::optional<at::Tensor>& edge_x, const at::Tensor& lse,
+    const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& csr_eid,
+    const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_eid,
+    int64_t num_loops, bool remove_self_loops, double negative_slope,
+    double dropout, const std::optional<at::Tensor>& seed) {
+  const char* op = "gatv2_attention_backward";
+  const Inputs in = check_inputs(op, x_src, x_dst, att, edge_x, rowptr, col,
+                                 csr_eid, colptr, row, csc_eid, num_loops);
+  const Dropout drop(dropout, seed);
+  const auto type = in.x_src.scalar_type();
+  const auto acc_type = at::toOpMathType(type);
+  const int64_t H = in.heads, C = in.channels;
+  const auto grads = check_grads(op, in, in.x_src, grad_out, lse, grad_alpha);
+  const auto options = in.x_src.options();
+  auto delta = at::empty({in.num_dst, H}, options.dtype(acc_type));
+  auto grad_att = at::empty({H, C}, options);
+  auto grad_x_src = at::empty_like(in.x_src);
+  auto grad_x_dst = at::empty_like(in.x_dst);
+  auto grad_edge =
+      at::empty({in.edge_x ? in.num_edges + num_loops : 0, H, C}, options);
+  dispatch_kernel(type, H, [&](auto t, auto ht) {
+    using scalar_t = decltype(t);
+    constexpr int HT = decltype(ht)::value;
+    const auto& ga = grads.grad_alpha;
+    const scalar_t* pg = grads.grad_out.data_ptr<scalar_t>();
+    const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
+    backward_target_kernel<scalar_t, HT>(in, remove_self_loops, negative_slope,
+                                         drop, pg, pga, grads.lse, delta,
+                                         grad_x_dst, grad_att);
+    backward_source_kernel<scalar_t, HT>(
+        in, remove_self_loops, negative_slope, drop, pg, pga, grads.lse, delta,
+        grad_x_src, in.edge_x ? grad_edge.data_ptr<scalar_t>() : nullptr);
+  });
+  return {grad_x_src, grad_x_dst, grad_att, grad_edge};
+}
+
+}  // namespace pyg_gat_ext
