@@ -152,7 +152,7 @@ def set_dropout_state(ours):
 def conv_class(ours):
     if ours:
         return pyg_gat_ext.GATConv
-    return pyg_gat_ext.monkey_patch._pyg_gat_conv()
+    return pyg_gat_ext.monkey_patch._pyg_class('GATConv')
 
 
 def model_factory(workload, in_channels, num_classes):

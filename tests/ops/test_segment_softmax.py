@@ -44,6 +44,8 @@ def test_matches_pyg_softmax(kind, shape, dtype, backend, device):
     # kernels stream `index` for 'random' and 'power_law' and walk segments
     # for 'singletons' (test_long_segment: segments longer than a block).
     num_entries = 120
+    if kind == 'singletons' and backend == 'triton':
+        num_entries = 40  # A program per segment in the interpreter.
     num_segments = num_entries if kind == 'singletons' else 15
     index = _segments(kind, num_entries, num_segments).to(device)
     src = 5 * torch.randn((num_entries, ) + shape, dtype=dtype, device=device)
@@ -68,9 +70,11 @@ def test_long_segment(backend, device):
     # A segment of more than 100k entries: C++ streams it over thread slices
     # (by `index`) or splits it over chunks merged in order (by `ptr` and
     # `perm`); Triton loops over it in blocks within one program.
-    n = 130_000
+    # (Triton's blocks are at most 1024 entries: 20k is long for it, and
+    # fits the interpreter's pace.)
+    n = 20_000 if backend == 'triton' else 130_000
     index = _segments('one_huge', n, 50).to(device)
-    assert (index == 0).sum() > 100_000
+    assert (index == 0).sum() > 0.75 * n
     src = 3 * torch.randn(n, 2, dtype=torch.float64, device=device)
     expected = pyg_softmax(src, index)
     torch.testing.assert_close(segment_softmax(src, index), expected,
@@ -147,15 +151,16 @@ def test_half_precision_computed_in_float32(dtype, backend, device):
 
 
 def test_gradient(backend, device):
-    index = _segments('power_law', 30, 6).to(device)
-    src = torch.randn(30, 2, dtype=torch.float64, device=device,
+    n = 12 if backend == 'triton' else 30  # The interpreter is slow.
+    index = _segments('power_law', n, 6).to(device)
+    src = torch.randn(n, 2, dtype=torch.float64, device=device,
                       requires_grad=True)
     fn = lambda s: segment_softmax(s, index, num_nodes=6)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (src, ))
     if backend != 'triton':  # The interpreter is slow.
         assert torch.autograd.gradgradcheck(fn, (src, ))
     # The gradient agrees with PyG's (autograd through its scatters):
-    g = torch.randn(30, 2, dtype=torch.float64, device=device)
+    g = torch.randn(n, 2, dtype=torch.float64, device=device)
     ours, = torch.autograd.grad(fn(src), src, g)
     ref, = torch.autograd.grad(pyg_softmax(src, index, num_nodes=6), src, g)
     torch.testing.assert_close(ours, ref, **TOL[torch.float64])
