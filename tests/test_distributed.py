@@ -7,6 +7,7 @@ differ between ranks unless seeded alike.
 
 Every multi-process part runs under a timeout, so a hang fails the test."""
 import faulthandler
+import gc
 import importlib.util
 import io
 import os
@@ -269,11 +270,17 @@ def _layer_rank(rank, world_size, library, before, out_dir):
         gathered = [torch.empty_like(alpha) for _ in range(world_size)]
         dist.all_gather(gathered, alpha.detach().contiguous())
         alphas.append(gathered)
-    dist.destroy_process_group()
     torch.save({'existed': existed, 'backend': backend, 'said': said,
                 'builds': len(builds), 'stat': (st.st_ino, st.st_mtime_ns),
                 'before': before, 'sizes': sizes, 'hit': hit,
                 'alphas': alphas}, osp.join(out_dir, f'rank{rank}.pt'))
+    # DDP's reducer goes before its process group: destroyed the other way
+    # round, its destructor at this function's return hung both ranks (the
+    # stacks of a CI run showed them past the last line, in no Python
+    # frame).
+    del ddp
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def test_kernels_graph_cache_and_dropout_per_rank(tmp_path, spawn_env):
