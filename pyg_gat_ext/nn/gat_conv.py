@@ -49,6 +49,23 @@ def head_scores(x: Tensor, att: Tensor) -> Tensor:
     return x.reshape(-1, heads * channels) @ block
 
 
+def combine_heads(out: Tensor, concat: bool, res: Optional[Tensor],
+                  bias: Optional[Tensor]) -> Tensor:
+    r"""The layers' output from the aggregated :obj:`[N, H, C]` rows: heads
+    concatenated (or averaged), then the residual and the bias added, as
+    PyG's :class:`GATConv` and :class:`GATv2Conv` do.
+    TorchScript-compatible."""
+    if concat:
+        out = out.view(-1, out.size(1) * out.size(2))
+    else:
+        out = out.mean(dim=1)
+    if res is not None:
+        out = out + res
+    if bias is not None:
+        out = out + bias
+    return out
+
+
 class GATConv(MessagePassing):
     r"""The graph attentional operator from the `"Graph Attention Networks"
     <https://arxiv.org/abs/1710.10903>`_ paper, a drop-in replacement for
@@ -411,16 +428,7 @@ class GATConv(MessagePassing):
             out = self.propagate(edge_index, x=(x_src, x_dst), alpha=alpha,
                                  size=counts)
 
-        if self.concat:
-            out = out.view(-1, self.heads * self.out_channels)
-        else:
-            out = out.mean(dim=1)
-
-        if res is not None:
-            out = out + res
-
-        if self.bias is not None:
-            out = out + self.bias
+        out = combine_heads(out, self.concat, res, self.bias)
 
         if isinstance(return_attention_weights, bool):
             # Eager PyG 2.8 returns the attention weights only for `True`;

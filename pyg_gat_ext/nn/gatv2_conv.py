@@ -21,6 +21,7 @@ from pyg_gat_ext.nn._attention_weights import attention_weights
 from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
 from pyg_gat_ext.nn._script import refuse_scripting_alone
 from pyg_gat_ext.nn._self_loops import csc_as_csr, message_passing_self_loops
+from pyg_gat_ext.nn.gat_conv import combine_heads
 from pyg_gat_ext.ops import segment_softmax
 
 if typing.TYPE_CHECKING:
@@ -337,16 +338,7 @@ class GATv2Conv(MessagePassing):
             out = self.propagate(edge_index, x=(x_l, x_r), alpha=alpha,
                                  size=counts)
 
-        if self.concat:
-            out = out.view(-1, self.heads * self.out_channels)
-        else:
-            out = out.mean(dim=1)
-
-        if res is not None:
-            out = out + res
-
-        if self.bias is not None:
-            out = out + self.bias
+        out = combine_heads(out, self.concat, res, self.bias)
 
         if isinstance(return_attention_weights, bool):
             # Eager PyG 2.8 returns the attention weights only for `True`;

@@ -208,12 +208,14 @@ def test_dropout_hash_is_uniform_and_keyed():
     assert _reference.dropout_threshold(1.0) == 2**24
 
 
-def test_no_edge_level_message_tensor():
-    # The fused layer never creates a tensor as large as the [E, H, C]
-    # messages, in the forward or the backward pass; PyG's layer does.
+@pytest.mark.parametrize('name', ['GATConv', 'GATv2Conv'])
+def test_no_edge_level_message_tensor(name):
+    # The fused layers never create a tensor as large as the [E, H, C]
+    # messages (or GATv2's sums before the LeakyReLU), in the forward or
+    # the backward pass; PyG's layers do.
     import torch_geometric.nn as pyg_nn
 
-    from pyg_gat_ext import GATConv
+    import pyg_gat_ext
     num_nodes, E, H, C = 40, 4000, 4, 16
 
     class LargestTensor(TorchDispatchMode):
@@ -228,7 +230,8 @@ def test_no_edge_level_message_tensor():
 
     edge_index = torch.stack(random_graph(num_nodes, num_nodes, E))
     x = torch.randn(num_nodes, 8, requires_grad=True)
-    for conv_cls, bounded in [(GATConv, True), (pyg_nn.GATConv, False)]:
+    for conv_cls, bounded in [(getattr(pyg_gat_ext, name), True),
+                              (getattr(pyg_nn, name), False)]:
         conv = conv_cls(8, C, heads=H, dropout=0.1)
         with LargestTensor() as mode:
             conv(x, edge_index).sum().backward()
