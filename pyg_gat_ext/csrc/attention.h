@@ -79,13 +79,13 @@ inline void prefetch_ahead(const Graph& g, int64_t node, int64_t end,
     fetch(q);
 }
 
-// The counted edges of one node (neighbour, edge id), the implicit
-// self-loop last, gathered into per-thread buffers with room for [n, H]
-// scores and weights; `skipped(edge id)` is called for each left-out
-// edge.
+// The counted edges of one node (neighbour, edge id, position in the
+// grouping; the implicit self-loop last, at position E + node), gathered
+// into per-thread buffers with room for [n, H] scores and weights;
+// `skipped(edge id)` is called for each left-out edge.
 template <typename acc_t>
 struct NodeEdges {
-  std::vector<int64_t> nbr, id;
+  std::vector<int64_t> nbr, id, pos;
   std::vector<acc_t> z, w;
   int64_t n = 0;
 
@@ -96,6 +96,7 @@ struct NodeEdges {
     if (nbr.size() < cap) {
       nbr.resize(cap);
       id.resize(cap);
+      pos.resize(cap);
       z.resize(cap * H);
       w.resize(cap * H);
     }
@@ -109,6 +110,7 @@ struct NodeEdges {
     }
     if (i < g.num_loops) {
       nbr[n] = i;
+      pos[n] = g.num_edges + i;
       id[n++] = g.num_edges + i;
     }
   }
@@ -124,6 +126,7 @@ struct NodeEdges {
         continue;
       }
       nbr[n] = j;
+      pos[n] = p;
       id[n++] = e;
     }
   }

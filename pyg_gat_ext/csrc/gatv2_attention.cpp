@@ -22,15 +22,20 @@
 // rather than an online softmax, whose rescaling costs an [H, C]
 // multiplication per new maximum; the second loop reads rows the first just
 // brought into cache.
-// Backward, recomputing alpha from lse, with no atomics and a result that
-// does not depend on the thread count:
-// - a pass over targets: D_i (stored for the source pass), then ds per
-//   edge for grad_x_dst[i] and partial sums of de u for grad_att over fixed
-//   blocks of targets (independent of the thread count), summed in block
-//   order;
-// - a pass over sources (CSC): alpha, ga, de and ds again per edge, summed
-//   into grad_x_src[j]; each edge is seen once, which writes its
-//   grad_edge_x row (zero for a skipped edge).
+// Backward, with no atomics and a result that does not depend on the
+// thread count:
+// - a pass over targets: per target, its edges' sums s (kept in a
+//   per-thread buffer), alpha (from lse), ga and D_i (stored, [N_dst, H]),
+//   then per edge de and ds, summed into grad_x_dst[i] and written as the
+//   edge's grad_edge_x row, and de u into partial sums of grad_att over
+//   fixed blocks of targets (independent of the thread count), summed in
+//   block order. Each edge leaves a record (EdgeState): alpha per head and
+//   the signs of s per channel (one bit), E (4 H + H C / 8) bytes in all for
+//   float, written in order;
+// - a pass over sources (CSC) that sums alpha f g_i + ds into grad_x_src[j]
+//   from the records, D_i and ga (recomputed: x_j is the pass's own row and
+//   g_i is read anyway), without the sums, the score or its exponential,
+//   which would cost the gathered rows x_dst[i] (and edge_x) per edge.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -249,20 +254,20 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   });
 }
 
-// What both backward passes recompute for edge (j -> i) with id `id`:
-// its sums s, alpha (from lse_i), the dropout factors f and ga = f (<g_i,
-// x_j> + grad_alpha[id]) (`grad_alpha` may be null), per head.
+// The gradient of the loss with respect to the weights of edge (j -> i)
+// with id `id`, per head: the dropout factors f and ga = f (<g_i, x_j> +
+// grad_alpha[id]) (`grad_alpha` may be null). Both backward passes compute
+// it: the source pass has x_j at hand and reads g_i anyway, so this costs
+// it less than the memory of keeping ga per edge.
 template <int HT, typename scalar_t, typename acc_t>
-inline void edge_grads(const Rows<scalar_t, acc_t>& rows, const Dropout& drop,
-                       const scalar_t* g_i, const scalar_t* grad_alpha,
-                       const acc_t* lse_i, int64_t i, int64_t j, int64_t id,
-                       acc_t* s, acc_t* alpha, acc_t* f, acc_t* ga) {
+inline void weight_grads(const Rows<scalar_t, acc_t>& rows,
+                         const Dropout& drop, const scalar_t* g_i,
+                         const scalar_t* grad_alpha, int64_t j, int64_t id,
+                         acc_t* f, acc_t* ga) {
   const int64_t H = HT > 0 ? HT : rows.heads;
-  rows.template scores<HT>(i, j, id, s, alpha);
   head_dots<HT>(ga, g_i, rows.x_src + j * rows.HC, H, rows.C);
   drop.factors(id, H, f);
   for (int64_t h = 0; h < H; ++h) {
-    alpha[h] = exp_approx(alpha[h] - lse_i[h]);
     const acc_t extra =
         grad_alpha ? static_cast<acc_t>(grad_alpha[id * H + h]) : acc_t(0);
     ga[h] = f[h] * (ga[h] + extra);
@@ -274,17 +279,69 @@ inline void edge_grads(const Rows<scalar_t, acc_t>& rows, const Dropout& drop,
 // their sum do not depend on it).
 constexpr int64_t kFixedBlocks = 1024;
 
-// Pass over targets: D_i into `delta`, grad_x_dst[i], and grad_att from
-// the sums of de u over each of the fixed blocks of targets, added up in
-// block order.
+// A target with at most this many counted edges keeps their sums s in a
+// per-thread buffer between the two loops of the target pass; a target with
+// more (a hub of a power-law graph) computes them again, which costs the
+// reads of the rows but bounds the buffer (kStoredSums H C values).
+constexpr int64_t kStoredSums = 512;
+
+// What the target pass leaves per edge for the source pass, which then reads
+// two gathered rows per edge (g_i and this record) instead of four (x_dst[i]
+// and edge_x for the sums, g_i, and lse_i) and recomputes neither the score
+// nor its exponential: a record of alpha per head (in acc_t) and the signs
+// of s, one bit per channel (s > 0, in 64-bit words), per slot: the edge's
+// position in the grouping by target (E + i for i's self-loop), so that the
+// target pass writes the records in order (written by edge id, the writes
+// would scatter and cost more than the pass's arithmetic). The source pass
+// finds an edge's slot in `slot`, by its position by source.
+template <typename acc_t>
+struct EdgeState {
+  char* base;
+  int64_t heads, words, bytes;  // bytes: of one record.
+  const void* slot;             // [E], the graph's index type.
+  bool wide;
+
+  acc_t* alpha(int64_t k) const {
+    return reinterpret_cast<acc_t*>(base + k * bytes);
+  }
+  uint64_t* positive(int64_t k) const {
+    return reinterpret_cast<uint64_t*>(alpha(k) + heads);
+  }
+  // The slot of the edge at position `p` by source (p >= E: a self-loop,
+  // whose slot is p).
+  int64_t slot_of(int64_t p, int64_t num_edges) const {
+    if (p >= num_edges) return p;
+    return wide ? static_cast<const int64_t*>(slot)[p]
+                : static_cast<const int32_t*>(slot)[p];
+  }
+};
+
+inline int64_t sign_words(int64_t HC) { return (HC + 63) / 64; }
+
+// The bytes of one EdgeState record: H values of `acc_type` and the sign
+// words, a multiple of 8 bytes (the words stay aligned).
+inline int64_t record_bytes(int64_t H, int64_t HC, at::ScalarType acc_type) {
+  const int64_t values = (H * at::elementSize(acc_type) + 7) / 8 * 8;
+  return values + 8 * sign_words(HC);
+}
+
+// Pass over targets. Per target i, a first loop over its edges: s (kept),
+// alpha, ga and D_i (stored in `delta`); a second: de, ds = de att
+// LeakyReLU'(s) summed into grad_x_dst[i] and written as the edge's
+// grad_edge_x row (if `grad_edge` is not null), de u into the partial sums
+// of grad_att over the fixed blocks of targets (added up in block order),
+// and the edge's record for the source pass (which skips the skipped edges
+// too: their records are not written).
 template <typename scalar_t, int HT>
 void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const scalar_t* grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
                             at::Tensor& delta, at::Tensor& grad_x_dst,
-                            at::Tensor& grad_att) {
+                            at::Tensor& grad_att, scalar_t* grad_edge,
+                            const EdgeState<at::opmath_type<scalar_t>>& st) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
+  const int64_t W = st.words;
   const auto graph = in.by_target(skip);
   std::vector<acc_t> att;
   const auto rows = rows_of<scalar_t>(in, negative_slope, att);
@@ -299,13 +356,20 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
   parallel_blocks(bounds, [&](int64_t b, int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
     int64_t q = graph.ptr[i0];
-    std::vector<acc_t> s(HC), acc(HC), f(H);
+    std::vector<acc_t> sums, acc(HC), f(H);
     acc_t* __restrict part = pp + b * HC;
     for (int64_t i = i0; i < i1; ++i) {
       prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
         rows.prefetch_edge(graph.nbr_at(p), graph.eid_at(p));
       });
-      ne.gather(graph, i, H, [](int64_t) {});
+      ne.gather(graph, i, H, [&](int64_t id) {
+        if (grad_edge)
+          std::fill(grad_edge + id * HC, grad_edge + (id + 1) * HC,
+                    scalar_t(0));
+      });
+      const bool kept = ne.n <= kStoredSums;
+      const size_t need = static_cast<size_t>(kept ? ne.n : 1) * HC;
+      if (sums.size() < need) sums.resize(need);
       const scalar_t* g_i = grad_out + i * HC;
       acc_t* d = pd + i * H;
       std::fill(d, d + H, acc_t(0));
@@ -313,27 +377,52 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       for (int64_t k = 0; k < ne.n; ++k) {
         acc_t* a = ne.w.data() + k * H;
         acc_t* ga = ne.z.data() + k * H;
-        edge_grads<HT>(rows, drop, g_i, grad_alpha, pl + i * H, i, ne.nbr[k],
-                       ne.id[k], s.data(), a, f.data(), ga);
+        rows.template scores<HT>(i, ne.nbr[k], ne.id[k],
+                                 sums.data() + (kept ? k * HC : 0), a);
+        for (int64_t h = 0; h < H; ++h)
+          a[h] = exp_approx(a[h] - pl[i * H + h]);
+        weight_grads<HT>(rows, drop, g_i, grad_alpha, ne.nbr[k], ne.id[k],
+                         f.data(), ga);
         for (int64_t h = 0; h < H; ++h) d[h] += a[h] * ga[h];
       }
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = 0; k < ne.n; ++k) {
-        rows.sums(i, ne.nbr[k], ne.id[k], s.data());
+        const int64_t id = ne.id[k];
+        acc_t* __restrict s = sums.data();
+        if (kept) {
+          s += k * HC;
+        } else {
+          rows.sums(i, ne.nbr[k], id, s);
+        }
+        const int64_t slot = ne.pos[k];
+        std::copy(ne.w.data() + k * H, ne.w.data() + (k + 1) * H,
+                  st.alpha(slot));
+        uint64_t* __restrict bits = st.positive(slot);
+        for (int64_t v = 0; v < W; ++v) {  // In a register, then stored.
+          uint64_t m = 0;
+          const int64_t c0 = v * 64, n = std::min<int64_t>(64, HC - c0);
+          for (int64_t c = 0; c < n; ++c)
+            m |= static_cast<uint64_t>(s[c0 + c] > acc_t(0)) << c;
+          bits[v] = m;
+        }
         for (int64_t h = 0; h < H; ++h) {
-          // de LeakyReLU'(s): de where s > 0, else (NaN too) de slope.
           const acc_t de = ne.w[k * H + h] * (ne.z[k * H + h] - d[h]);
+          // de LeakyReLU'(s): de where s > 0, else (NaN too) de slope.
           const acc_t de_slope = de * slope;
           const acc_t* __restrict a = att.data() + h * C;
-          const acc_t* __restrict sh = s.data() + h * C;
+          acc_t* __restrict sh = s + h * C;  // s, then ds.
           acc_t* __restrict ah = acc.data() + h * C;
           acc_t* __restrict ph = part + h * C;
           for (int64_t c = 0; c < C; ++c) {
             const acc_t v = sh[c], dl = v > acc_t(0) ? de : de_slope;
-            ah[c] += dl * a[c];
             ph[c] += dl * v;  // de u = de LeakyReLU'(s) s.
+            sh[c] = dl * a[c];
+            ah[c] += sh[c];
           }
         }
+        if (grad_edge)
+          for (int64_t c = 0; c < HC; ++c)
+            grad_edge[id * HC + c] = static_cast<scalar_t>(s[c]);
       }
       std::copy(acc.begin(), acc.end(), pg + i * HC);
     }
@@ -344,21 +433,45 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
   std::copy(sum.begin(), sum.end(), grad_att.data_ptr<scalar_t>());
 }
 
-// Pass over sources: grad_x_src[j] and, if `grad_edge` is not null, the
-// grad_edge_x row of each of j's edges.
+// The position by target of the edge at each position by source: the
+// inverse of csr_eid composed with csc_eid ([E], the graph's index type).
+at::Tensor slots_by_source(const Inputs& in) {
+  const int64_t E = in.num_edges;
+  auto slot = at::empty({E}, in.col.options());
+  auto by_id = at::empty({E}, in.col.options());
+  AT_DISPATCH_INDEX_TYPES(in.col.scalar_type(), "slots_by_source", [&] {
+    const index_t* csr_eid = in.csr_eid.data_ptr<index_t>();
+    const index_t* csc_eid = in.csc_eid.data_ptr<index_t>();
+    index_t* ps = slot.data_ptr<index_t>();
+    index_t* pi = by_id.data_ptr<index_t>();
+    parallel_for(0, E, 1 << 14, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        pi[csr_eid[p]] = static_cast<index_t>(p);
+    });
+    parallel_for(0, E, 1 << 14, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) ps[p] = pi[csc_eid[p]];
+    });
+  });
+  return slot;
+}
+
+// Pass over sources: grad_x_src[j] = sum_i (alpha f g_i + ds), from the
+// edges' records and D_i, with ga again (weight_grads), de = alpha (ga -
+// D_i) and ds = att (de where s > 0, else de slope): the sum over i of the
+// factors of att is taken first.
 template <typename scalar_t, int HT>
 void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const scalar_t* grad_out,
-                            const scalar_t* grad_alpha, const at::Tensor& lse,
+                            const scalar_t* grad_alpha,
                             const at::Tensor& delta, at::Tensor& grad_x_src,
-                            scalar_t* grad_edge) {
+                            const EdgeState<at::opmath_type<scalar_t>>& st) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
+  const int64_t E = in.num_edges;
   const auto graph = in.by_source(skip);
   std::vector<acc_t> att;
   const auto rows = rows_of<scalar_t>(in, negative_slope, att);
   const acc_t slope = rows.slope;
-  const acc_t* pl = lse.data_ptr<acc_t>();
   const acc_t* pd = delta.data_ptr<acc_t>();
   scalar_t* px = grad_x_src.data_ptr<scalar_t>();
   const int64_t row_bytes = HC * sizeof(scalar_t);
@@ -366,43 +479,40 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
     int64_t q = graph.ptr[j0];
-    std::vector<acc_t> s(HC), acc(HC), a(H), f(H), ga(H);
+    std::vector<acc_t> acc(HC), dl(HC), f(H), ga(H);
     for (int64_t j = j0; j < j1; ++j) {
       prefetch_ahead(graph, j, graph.ptr[j1], q, [&](int64_t p) {
         const int64_t i = graph.nbr_at(p);
-        prefetch_row(rows.x_dst + i * HC, row_bytes);
         prefetch_row(grad_out + i * HC, row_bytes);
-        prefetch(pl + i * H);
+        prefetch_row(st.alpha(st.slot_of(p, E)), st.bytes);
         prefetch(pd + i * H);
-        if (rows.edge_x)
-          prefetch_row(rows.edge_x + graph.eid_at(p) * HC, row_bytes);
+        if (grad_alpha) prefetch(grad_alpha + graph.eid_at(p) * H);
       });
-      ne.gather(graph, j, H, [&](int64_t id) {
-        if (grad_edge)
-          std::fill(grad_edge + id * HC, grad_edge + (id + 1) * HC,
-                    scalar_t(0));
-      });
+      ne.gather(graph, j, H, [](int64_t) {});
       std::fill(acc.begin(), acc.end(), acc_t(0));
+      std::fill(dl.begin(), dl.end(), acc_t(0));
       for (int64_t k = 0; k < ne.n; ++k) {
-        const int64_t i = ne.nbr[k], id = ne.id[k];
-        const scalar_t* g_i = grad_out + i * HC;
-        edge_grads<HT>(rows, drop, g_i, grad_alpha, pl + i * H, i, j, id,
-                       s.data(), a.data(), f.data(), ga.data());
+        const int64_t i = ne.nbr[k], slot = st.slot_of(ne.pos[k], E);
+        const scalar_t* __restrict g_i = grad_out + i * HC;
+        const acc_t* __restrict alpha = st.alpha(slot);
+        const uint64_t* __restrict bits = st.positive(slot);
+        weight_grads<HT>(rows, drop, g_i, grad_alpha, j, ne.id[k], f.data(),
+                         ga.data());
         for (int64_t h = 0; h < H; ++h) {
-          const acc_t de = a[h] * (ga[h] - pd[i * H + h]);
-          const acc_t de_slope = de * slope, w = a[h] * f[h];
-          const acc_t* __restrict at_h = att.data() + h * C;
+          const acc_t de = alpha[h] * (ga[h] - pd[i * H + h]);
+          const acc_t w = alpha[h] * f[h], de_slope = de * slope;
           const scalar_t* __restrict gh = g_i + h * C;
-          acc_t* __restrict sh = s.data() + h * C;  // s, then ds.
           acc_t* __restrict ah = acc.data() + h * C;
+          acc_t* __restrict lh = dl.data() + h * C;
           for (int64_t c = 0; c < C; ++c) {
-            sh[c] = (sh[c] > acc_t(0) ? de : de_slope) * at_h[c];
-            ah[c] += w * static_cast<acc_t>(gh[c]) + sh[c];
+            const int64_t b = h * C + c;
+            ah[c] += w * static_cast<acc_t>(gh[c]);
+            lh[c] += (bits[b >> 6] >> (b & 63)) & 1 ? de : de_slope;
           }
         }
-        if (grad_edge) std::copy(s.begin(), s.end(), grad_edge + id * HC);
       }
-      std::copy(acc.begin(), acc.end(), px + j * HC);
+      for (int64_t c = 0; c < HC; ++c)
+        px[j * HC + c] = static_cast<scalar_t>(acc[c] + att[c] * dl[c]);
     }
   });
 }
@@ -449,24 +559,35 @@ gatv2_attention_backward_cpu(
   const int64_t H = in.heads, C = in.channels;
   const auto grads = check_grads(op, in, in.x_src, grad_out, lse, grad_alpha);
   const auto options = in.x_src.options();
+  const int64_t num_ids = in.num_edges + num_loops;
+  const int64_t words = sign_words(H * C);
+  const int64_t record = record_bytes(H, H * C, acc_type);
+  const auto slot = slots_by_source(in);  // Its scratch freed before:
+  auto state = at::empty({num_ids, record}, options.dtype(at::kByte));
   auto delta = at::empty({in.num_dst, H}, options.dtype(acc_type));
   auto grad_att = at::empty({H, C}, options);
   auto grad_x_src = at::empty_like(in.x_src);
   auto grad_x_dst = at::empty_like(in.x_dst);
-  auto grad_edge =
-      at::empty({in.edge_x ? in.num_edges + num_loops : 0, H, C}, options);
+  auto grad_edge = at::empty({in.edge_x ? num_ids : 0, H, C}, options);
   dispatch_kernel(type, H, [&](auto t, auto ht) {
     using scalar_t = decltype(t);
+    using acc_t = at::opmath_type<scalar_t>;
     constexpr int HT = decltype(ht)::value;
     const auto& ga = grads.grad_alpha;
     const scalar_t* pg = grads.grad_out.data_ptr<scalar_t>();
     const scalar_t* pga = ga ? ga->data_ptr<scalar_t>() : nullptr;
-    backward_target_kernel<scalar_t, HT>(in, remove_self_loops, negative_slope,
-                                         drop, pg, pga, grads.lse, delta,
-                                         grad_x_dst, grad_att);
-    backward_source_kernel<scalar_t, HT>(
+    const EdgeState<acc_t> st{reinterpret_cast<char*>(state.data_ptr()),
+                              H,
+                              words,
+                              record,
+                              slot.data_ptr(),
+                              slot.scalar_type() == at::kLong};
+    backward_target_kernel<scalar_t, HT>(
         in, remove_self_loops, negative_slope, drop, pg, pga, grads.lse, delta,
-        grad_x_src, in.edge_x ? grad_edge.data_ptr<scalar_t>() : nullptr);
+        grad_x_dst, grad_att,
+        in.edge_x ? grad_edge.data_ptr<scalar_t>() : nullptr, st);
+    backward_source_kernel<scalar_t, HT>(in, remove_self_loops, negative_slope,
+                                         drop, pg, pga, delta, grad_x_src, st);
   });
   return {grad_x_src, grad_x_dst, grad_att, grad_edge};
 }
