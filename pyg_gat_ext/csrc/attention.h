@@ -58,10 +58,13 @@ struct Graph {
   }
 };
 
-// Prefetches the `bytes` bytes at `p` (a gathered feature row).
+// Prefetches the cache lines of the `bytes` bytes at `p` (a gathered feature
+// row or record; one that starts inside a line may end in one more).
 inline void prefetch_row(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t b = 0; b < bytes; b += 64) prefetch(c + b);
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
+  for (uintptr_t a = first; a < end; a += 64)
+    prefetch(reinterpret_cast<const void*>(a));
 }
 
 // Edge positions ahead of the current node whose neighbour's rows are
