@@ -241,20 +241,28 @@ def test_cpp_kernel_rejects_bad_tensors():
             backward(out, torch.ones(3, 2), *rest, lse, *tail[:-1])
 
 
+def cpp_hub_case(num_nodes, num_edges, H, C, dtype, hub, dropout):
+    r"""Inputs, graph and op arguments of a C++ test on a graph whose node
+    :obj:`hub` is the target of half the edges, with self-loops (and the
+    explicit ones skipped), edge features and dropout."""
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    src, dst = random_graph(num_nodes, num_nodes, num_edges, hub=hub)
+    graph = gat_graph(src, dst, num_nodes, num_nodes)
+    inputs = make_inputs(num_nodes, num_nodes, num_edges, H, C, dtype, 'cpu',
+                         num_loops=num_nodes, edge_x=True)
+    kwargs = dict(num_loops=num_nodes, remove_self_loops=True,
+                  dropout=dropout)
+    return inputs, graph, kwargs
+
+
 def test_cpp_backward_state_past_its_buffers():
     # The C++ backward keeps a target's sums for at most 512 edges (a hub
     # with more computes them again) and leaves each edge the signs of its
     # H C sums in 64-bit words: a hub of 700 edges and H C = 90 (two words,
     # the second partial) against the reference, in float64.
-    from tests.conftest import backend_or_skip
-    backend_or_skip('cpp', torch.device('cpu'))
-    num_nodes, num_edges, H, C = 40, 1400, 3, 30
-    src, dst = random_graph(num_nodes, num_nodes, num_edges, hub=7)
-    graph = gat_graph(src, dst, num_nodes, num_nodes)
-    inputs = make_inputs(num_nodes, num_nodes, num_edges, H, C,
-                         torch.float64, 'cpu', num_loops=num_nodes,
-                         edge_x=True)
-    kwargs = dict(num_loops=num_nodes, remove_self_loops=True, dropout=0.2)
+    inputs, graph, kwargs = cpp_hub_case(40, 1400, 3, 30, torch.float64,
+                                         hub=7, dropout=0.2)
     expected = run('reference', inputs, graph, **kwargs)
     actual = run('cpp', inputs, graph, **kwargs)
     for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
@@ -266,15 +274,8 @@ def test_cpp_result_does_not_depend_on_the_thread_count():
     # Enough edges for several blocks of nodes (a block holds about 2048
     # edges): the partial sums of grad_att over fixed blocks, and no
     # atomics, give the same bits with 1 and 2 threads.
-    from tests.conftest import backend_or_skip
-    backend_or_skip('cpp', torch.device('cpu'))
-    num_nodes, num_edges, H, C = 600, 12000, 2, 8
-    src, dst = random_graph(num_nodes, num_nodes, num_edges, hub=5)
-    graph = gat_graph(src, dst, num_nodes, num_nodes)
-    inputs = make_inputs(num_nodes, num_nodes, num_edges, H, C,
-                         torch.float32, 'cpu', num_loops=num_nodes,
-                         edge_x=True)
-    kwargs = dict(num_loops=num_nodes, remove_self_loops=True, dropout=0.3)
+    inputs, graph, kwargs = cpp_hub_case(600, 12000, 2, 8, torch.float32,
+                                         hub=5, dropout=0.3)
     threads = torch.get_num_threads()
     results = []
     try:
