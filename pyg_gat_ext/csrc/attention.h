@@ -40,6 +40,12 @@ namespace attention {
 // of a node's edges (NodeEdges::gather) and the prefetching read them, so
 // the kernels are compiled once for both index types (half the compile
 // time), at the cost of a branch that goes the same way for every edge.
+// Entry p of an index array of int64 (`wide`) or int32.
+inline int64_t index_at(const void* t, bool wide, int64_t p) {
+  return wide ? static_cast<const int64_t*>(t)[p]
+              : static_cast<const int32_t*>(t)[p];
+}
+
 struct Graph {
   const int64_t* ptr;
   const void* nbr;
@@ -48,14 +54,8 @@ struct Graph {
   int64_t num_nodes, num_edges, num_loops;
   bool remove_self_loops;
 
-  int64_t nbr_at(int64_t p) const { return at(nbr, p); }
-  int64_t eid_at(int64_t p) const { return at(pos_eid, p); }
-
- private:
-  int64_t at(const void* t, int64_t p) const {
-    return wide ? static_cast<const int64_t*>(t)[p]
-                : static_cast<const int32_t*>(t)[p];
-  }
+  int64_t nbr_at(int64_t p) const { return index_at(nbr, wide, p); }
+  int64_t eid_at(int64_t p) const { return index_at(pos_eid, wide, p); }
 };
 
 // Prefetches the cache lines of the `bytes` bytes at `p` (a gathered feature

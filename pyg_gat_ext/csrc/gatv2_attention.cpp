@@ -300,6 +300,7 @@ struct EdgeState {
   int64_t heads, words, bytes;  // bytes: of one record.
   const void* slot;             // [E], the graph's index type.
   bool wide;
+  int64_t num_edges;
 
   acc_t* alpha(int64_t k) const {
     return reinterpret_cast<acc_t*>(base + k * bytes);
@@ -309,10 +310,8 @@ struct EdgeState {
   }
   // The slot of the edge at position `p` by source (p >= E: a self-loop,
   // whose slot is p).
-  int64_t slot_of(int64_t p, int64_t num_edges) const {
-    if (p >= num_edges) return p;
-    return wide ? static_cast<const int64_t*>(slot)[p]
-                : static_cast<const int32_t*>(slot)[p];
+  int64_t slot_of(int64_t p) const {
+    return p >= num_edges ? p : index_at(slot, wide, p);
   }
 };
 
@@ -467,7 +466,6 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             const EdgeState<at::opmath_type<scalar_t>>& st) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
-  const int64_t E = in.num_edges;
   const auto graph = in.by_source(skip);
   std::vector<acc_t> att;
   const auto rows = rows_of<scalar_t>(in, negative_slope, att);
@@ -484,7 +482,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       prefetch_ahead(graph, j, graph.ptr[j1], q, [&](int64_t p) {
         const int64_t i = graph.nbr_at(p);
         prefetch_row(grad_out + i * HC, row_bytes);
-        prefetch_row(st.alpha(st.slot_of(p, E)), st.bytes);
+        prefetch_row(st.alpha(st.slot_of(p)), st.bytes);
         prefetch(pd + i * H);
         if (grad_alpha) prefetch(grad_alpha + graph.eid_at(p) * H);
       });
@@ -492,7 +490,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       std::fill(acc.begin(), acc.end(), acc_t(0));
       std::fill(dl.begin(), dl.end(), acc_t(0));
       for (int64_t k = 0; k < ne.n; ++k) {
-        const int64_t i = ne.nbr[k], slot = st.slot_of(ne.pos[k], E);
+        const int64_t i = ne.nbr[k], slot = st.slot_of(ne.pos[k]);
         const scalar_t* __restrict g_i = grad_out + i * HC;
         const acc_t* __restrict alpha = st.alpha(slot);
         const uint64_t* __restrict bits = st.positive(slot);
@@ -581,7 +579,8 @@ gatv2_attention_backward_cpu(
                               words,
                               record,
                               slot.data_ptr(),
-                              slot.scalar_type() == at::kLong};
+                              slot.scalar_type() == at::kLong,
+                              in.num_edges};
     backward_target_kernel<scalar_t, HT>(
         in, remove_self_loops, negative_slope, drop, pg, pga, grads.lse, delta,
         grad_x_dst, grad_att,
