@@ -348,12 +348,13 @@ inline GradInputs check_grads(const char* op, const GraphInputs& g,
 // The forward softmax of one target's gathered edges: with e = score(z)
 // for the stored z[k, h], lse[h] = log sum_k exp e (saved; -inf without
 // edges) and w[k, h] = exp(e - lse[h]) times the dropout factor of the
-// edge, also written to `weights` (by edge id, if not null). `scratch`
-// holds 3 H values. NaN scores make the whole row NaN, as in PyG.
-template <int HT, typename acc_t, typename scalar_t, typename S>
+// edge, also written to `weights` (by edge id, if not null);
+// `on_alpha(k, w)` sees each edge's weights before the dropout factor.
+// `scratch` holds 3 H values. NaN scores make the whole row NaN, as in PyG.
+template <int HT, typename acc_t, typename scalar_t, typename S, typename A>
 void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
                      const Dropout& drop, acc_t* lse, scalar_t* weights,
-                     acc_t* scratch) {
+                     acc_t* scratch, A&& on_alpha) {
   const int64_t H = HT > 0 ? HT : heads, n = ne.n;
   constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
   acc_t* m = scratch;
@@ -391,6 +392,7 @@ void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
   for (int64_t k = 0; k < n; ++k) {
     acc_t* w = ne.w.data() + k * H;
     for (int64_t h = 0; h < H; ++h) w[h] *= s[h];
+    on_alpha(k, static_cast<const acc_t*>(w));
     if (drop.active) {
       drop.factors(ne.id[k], H, f);
       for (int64_t h = 0; h < H; ++h) w[h] *= f[h];

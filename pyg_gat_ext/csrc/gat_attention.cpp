@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <type_traits>
@@ -67,6 +68,23 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   in.a_src = a_src.contiguous();
   in.a_dst = a_dst.contiguous();
   return in;
+}
+
+// z > 0 ? a : b (NaN: b) by a bit mask: GCC compiles the select of a loop
+// over heads that it does not vectorise to a branch, which the signs of
+// scores, random, mispredict half the time; the mask costs a few integer
+// operations and never a misprediction.
+template <typename acc_t>
+inline acc_t if_positive(acc_t z, acc_t a, acc_t b) {
+  using bits_t = std::conditional_t<sizeof(acc_t) == 8, uint64_t, uint32_t>;
+  const bits_t m = bits_t(0) - static_cast<bits_t>(z > acc_t(0));
+  bits_t ua, ub;
+  std::memcpy(&ua, &a, sizeof(acc_t));
+  std::memcpy(&ub, &b, sizeof(acc_t));
+  const bits_t r = (ua & m) | (ub & ~m);
+  acc_t out;
+  std::memcpy(&out, &r, sizeof(acc_t));
+  return out;
 }
 
 // The score of edge (j -> i) with id `id` for head h, before the LeakyReLU.
@@ -132,34 +150,62 @@ void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
   }
 }
 
-// add_weighted_row (attention.h) for `acc` holding two [H, C] blocks: row h
-// goes to the first block where z[h] > 0 and to the second elsewhere, so that
-// one pass sums the rows that the LeakyReLU derivative weights by 1 apart from
-// those it weights by `slope` (NaN goes second, as LeakyReLU' takes it to
-// `slope`).
+// add_weighted_row (attention.h) for `acc` holding two [H, C] blocks: the
+// first gets every row, the second only the rows of the heads with z[h] <= 0
+// (or NaN, which LeakyReLU' takes to `slope`), whose sum the LeakyReLU
+// derivative weights by `slope` rather than by 1. Two fixed rows per head
+// rather than one chosen by the sign: a store whose address depends on the
+// sign, then a load of the next edge's row, cost more than the second
+// multiply-add (the processor cannot tell early whether they overlap).
 template <int HT, typename scalar_t, typename acc_t>
-inline void add_weighted_row_by_sign(acc_t* __restrict acc, const acc_t* w,
-                                     const acc_t* z,
-                                     const scalar_t* __restrict row,
-                                     int64_t heads, int64_t C) {
+inline void add_weighted_row_and_negative(acc_t* __restrict acc,
+                                          const acc_t* w, const acc_t* z,
+                                          const scalar_t* __restrict row,
+                                          int64_t heads, int64_t C) {
   const int64_t H = HT > 0 ? HT : heads;
   for (int64_t h = 0; h < H; ++h) {
-    acc_t* __restrict ah = acc + (z[h] > acc_t(0) ? 0 : H * C) + h * C;
+    acc_t* __restrict ah = acc + h * C;
+    acc_t* __restrict nh = acc + (H + h) * C;
     const scalar_t* __restrict rh = row + h * C;
-    const acc_t wh = w[h];
-    for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
+    const acc_t wh = w[h], wn = if_positive(z[h], acc_t(0), wh);
+    for (int64_t c = 0; c < C; ++c) {
+      const acc_t r = static_cast<acc_t>(rh[c]);
+      ah[c] += wh * r;
+      nh[c] += wn * r;
+    }
   }
+}
+
+// sum[h] += a[h] LeakyReLU'(z[h]).
+template <int HT, typename acc_t>
+inline void add_slope_weights(acc_t* __restrict sum, const acc_t* __restrict a,
+                              const acc_t* __restrict z, acc_t slope,
+                              int64_t heads) {
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h)
+    sum[h] += a[h] * if_positive(z[h], acc_t(1), slope);
 }
 
 // Forward: one worker per block of targets. For target i: the scores of
 // its edges (one gather of a_src rows), their maximum and sum of exp per
 // head (the log-sum-exp, saved), the attention weights (times the dropout
 // factors), then out[i] = sum_k w_k * x_{j_k}, prefetching the source rows
-// ahead. NaN scores make the whole row NaN, as in PyG.
+// ahead. NaN scores make the whole row NaN, as in PyG. With `stats`, also
+// the statistics that spare the backward its gathering pass over targets
+// (see backward_target_stats): out[i] and its sum N over the edges with
+// z <= 0 (stats.sums, [N_dst, 2, H, C]) and sum_k alpha LeakyReLU'(z)
+// (stats.slope_sum, [N_dst, H]), in acc_t.
+template <typename acc_t>
+struct Stats {
+  acc_t* sums;  // nullptr without statistics.
+  acc_t* slope_sum;
+};
+
 template <typename scalar_t, int HT>
 void forward_kernel(const Inputs& in, bool skip, double negative_slope,
                     const Dropout& drop, at::Tensor& out, at::Tensor& lse,
-                    at::Tensor& alpha, bool return_attention_weights) {
+                    at::Tensor& alpha, bool return_attention_weights,
+                    const Stats<at::opmath_type<scalar_t>>& stats) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
   const auto graph = in.by_target(skip);
@@ -174,28 +220,43 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
     int64_t q = graph.ptr[i0];
-    std::vector<acc_t> scratch(3 * H), acc(H * C);
+    const int64_t HC = H * C;
+    std::vector<acc_t> scratch(3 * H), acc((stats.sums ? 2 : 1) * HC), sl(H);
     for (int64_t i = i0; i < i1; ++i) {
       // The rows of the edges up to kAhead positions past this node.
       prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
         const int64_t j = graph.nbr_at(p);
         prefetch(sc.a_src + j * H);
-        prefetch_row(x + j * H * C, row_bytes);
+        prefetch_row(x + j * HC, row_bytes);
       });
       ne.gather(graph, i, H, [&](int64_t id) {
         if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
       });
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, i, true);
+      std::fill(sl.begin(), sl.end(), acc_t(0));
       softmax_weights<HT>(
           ne, H, [&](acc_t z) { return sc.leaky(z); }, drop, pl + i * H, pa,
-          scratch.data());
+          scratch.data(),
+          [&](int64_t k, const acc_t* a) {
+            if (stats.sums)
+              add_slope_weights<HT>(sl.data(), a, ne.z.data() + k * H,
+                                    sc.slope, H);
+          });
+      if (stats.sums) std::copy(sl.begin(), sl.end(), stats.slope_sum + i * H);
       std::fill(acc.begin(), acc.end(), acc_t(0));
-      for (int64_t k = 0; k < n; ++k) {
-        add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
-                             x + ne.nbr[k] * H * C, H, C);
+      if (stats.sums) {
+        for (int64_t k = 0; k < n; ++k)
+          add_weighted_row_and_negative<HT>(acc.data(), ne.w.data() + k * H,
+                                            ne.z.data() + k * H,
+                                            x + ne.nbr[k] * HC, H, C);
+        std::copy(acc.begin(), acc.end(), stats.sums + i * 2 * HC);
+      } else {
+        for (int64_t k = 0; k < n; ++k)
+          add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
+                               x + ne.nbr[k] * HC, H, C);
       }
-      std::copy(acc.begin(), acc.end(), po + i * H * C);
+      std::copy(acc.begin(), acc.begin() + HC, po + i * HC);
     }
   });
 }
@@ -230,7 +291,7 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
   const int64_t id = ne.id[k];
   drop.factors(id, H, u);
   for (int64_t h = 0; h < H; ++h) {
-    const acc_t lk = z[h] > acc_t(0) ? acc_t(1) : sc.slope;
+    const acc_t lk = if_positive(z[h], acc_t(1), sc.slope);
     u[h] *= a[h];
     v[h] = u[h] * lk;
     s[h] = a[h] * lk;
@@ -243,6 +304,25 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
     }
 }
 
+// D_i and grad_a_dst[i] from target i's sums: `sums` holds O_i and N_i
+// ([2, H, C]; see below), `slope_sum` sum_j alpha lk and `extra` the terms
+// of grad_alpha, sum_j u grad_alpha then sum_j v grad_alpha (null: none);
+// `dt` holds 2 H values.
+template <int HT, typename scalar_t, typename acc_t>
+inline void target_grads(const scalar_t* g_i, const acc_t* sums,
+                         const acc_t* slope_sum, const acc_t* extra,
+                         acc_t slope, int64_t heads, int64_t C, acc_t* d,
+                         acc_t* grad_dst, acc_t* dt) {
+  const int64_t H = HT > 0 ? HT : heads;
+  head_dots<HT>(dt, g_i, sums, H, C);              // <g_i, O_i>
+  head_dots<HT>(dt + H, g_i, sums + H * C, H, C);  // <g_i, N_i>
+  for (int64_t h = 0; h < H; ++h) {
+    d[h] = dt[h] + (extra ? extra[h] : acc_t(0));
+    grad_dst[h] = dt[h] - (acc_t(1) - slope) * dt[H + h] +
+                  (extra ? extra[H + h] : acc_t(0)) - d[h] * slope_sum[h];
+  }
+}
+
 // The backward pass. With f the dropout factors, ga = <g_i, x_j> +
 // grad_alpha the gradient of an output weight alpha f, and lk =
 // LeakyReLU'(z), the score gradient of edge (j -> i) is
@@ -253,10 +333,10 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
 //                                                   Y_i = sum_j v x_j,
 //   sum_i dz = <x_j, sum_i v g_i> + sum_i alpha lk (f grad_alpha - D_i),
 // with u = alpha f and v = u lk: weighted row sums, as in the forward pass,
-// and one dot product per node. As lk is 1 or `slope`, O = P + N and
-// Y = P + slope N with P (N) the sum of u x_j over the edges with z > 0
-// (z <= 0): one weighted row per edge, as in the forward pass, not two
-// (add_weighted_row_by_sign); likewise sum_i u g_i and sum_i v g_i.
+// and one dot product per node. As lk is 1 or `slope`, Y = O - (1 - slope) N
+// with N the sum of u x_j over the edges with z <= 0 (O is the forward's
+// out_i; add_weighted_row_and_negative sums both); likewise sum_i u g_i and
+// sum_i v g_i.
 //
 // Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
 template <typename scalar_t, int HT>
@@ -302,20 +382,41 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
             ex[h] += gu[h];
             ex[H + h] += gv[h];
           }
-        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
-                                     x + ne.nbr[k] * H * C, H, C);
+        add_weighted_row_and_negative<HT>(pn.data(), u.data(),
+                                          ne.z.data() + k * H,
+                                          x + ne.nbr[k] * H * C, H, C);
       }
-      // dots: <g_i, P> then <g_i, N>.
-      const scalar_t* gi = go + i * H * C;
-      head_dots<HT>(dots.data(), gi, pn.data(), H, C);
-      head_dots<HT>(dots.data() + H, gi, pn.data() + H * C, H, C);
-      acc_t* d = pd + i * H;
-      acc_t* gd = pg + i * H;
-      for (int64_t h = 0; h < H; ++h) {
-        d[h] = dots[h] + dots[H + h] + ex[h];
-        gd[h] = dots[h] + sc.slope * dots[H + h] + ex[H + h] - d[h] * sl[h];
-      }
+      target_grads<HT>(go + i * H * C, pn.data(), sl.data(),
+                       grad_alpha ? ex.data() : nullptr, sc.slope, H, C,
+                       pd + i * H, pg + i * H, dots.data());
     }
+  });
+}
+
+// The pass over targets from the forward's statistics (forward_kernel),
+// for a backward without grad_alpha: O_i and N_i are saved, and sum_j alpha
+// lk too, so D_i and grad_a_dst[i] take two dot products per head and no
+// gathered row, where backward_target_kernel gathers every edge's x_j and
+// a_src[j] again (as many rows as the forward).
+template <typename scalar_t, int HT>
+void backward_target_stats(const Inputs& in, double negative_slope,
+                           const at::Tensor& grad_out, const at::Tensor& sums,
+                           const at::Tensor& slope_sum, at::Tensor& delta,
+                           at::Tensor& grad_dst) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
+  const acc_t slope = static_cast<acc_t>(negative_slope);
+  const scalar_t* go = grad_out.data_ptr<scalar_t>();
+  const acc_t* ps = sums.data_ptr<acc_t>();
+  const acc_t* psl = slope_sum.data_ptr<acc_t>();
+  acc_t* pd = delta.data_ptr<acc_t>();
+  acc_t* pg = grad_dst.data_ptr<acc_t>();
+  parallel_for(0, in.num_dst, 1024, [&](int64_t i0, int64_t i1) {
+    std::vector<acc_t> dots(2 * H);
+    for (int64_t i = i0; i < i1; ++i)
+      target_grads<HT>(go + i * HC, ps + i * 2 * HC, psl + i * H,
+                       static_cast<const acc_t*>(nullptr), slope, H, C,
+                       pd + i * H, pg + i * H, dots.data());
   });
 }
 
@@ -373,8 +474,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
         // gv stays zero without grad_alpha.
         for (int64_t h = 0; h < H; ++h) t[h] += gv[h] - e[h] * d[h];
         const scalar_t* gi = go + i * H * C;
-        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
-                                     gi, H, C);
+        add_weighted_row_and_negative<HT>(pn.data(), u.data(),
+                                          ne.z.data() + k * H, gi, H, C);
         if (grad_edge) {
           head_dots<HT>(ga.data(), gi, xj, H, C);
           acc_t* ge = grad_edge + ne.id[k] * H;
@@ -382,38 +483,52 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
             ge[h] = v[h] * ga[h] + gv[h] - e[h] * d[h];
         }
       }
-      // grad_x_j = P + N, <x_j, sum_i v g_i> = <x_j, P> + slope <x_j, N>.
+      // grad_x_j = sum_i u g_i, the first sum, and <x_j, sum_i v g_i> =
+      // <x_j, first> - (1 - slope) <x_j, second>.
       head_dots<HT>(dots.data(), xj, pn.data(), H, C);
       head_dots<HT>(dots.data() + H, xj, pn.data() + H * C, H, C);
       for (int64_t h = 0; h < H; ++h)
-        ps[j * H + h] = dots[h] + sc.slope * dots[H + h] + t[h];
+        ps[j * H + h] = dots[h] - (acc_t(1) - sc.slope) * dots[H + h] + t[h];
       for (int64_t c = 0; c < H * C; ++c)
-        px[j * H * C + c] = static_cast<scalar_t>(pn[c] + pn[H * C + c]);
+        px[j * H * C + c] = static_cast<scalar_t>(pn[c]);
     }
   });
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
-    const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
-    const std::optional<at::Tensor>& edge_score, const at::Tensor& rowptr,
-    const at::Tensor& col, const at::Tensor& csr_eid, const at::Tensor& colptr,
-    const at::Tensor& row, const at::Tensor& csc_eid, int64_t num_loops,
-    bool remove_self_loops, double negative_slope, double dropout,
-    const std::optional<at::Tensor>& seed, bool return_attention_weights) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gat_attention_cpu(const at::Tensor& x, const at::Tensor& a_src,
+                  const at::Tensor& a_dst,
+                  const std::optional<at::Tensor>& edge_score,
+                  const at::Tensor& rowptr, const at::Tensor& col,
+                  const at::Tensor& csr_eid, const at::Tensor& colptr,
+                  const at::Tensor& row, const at::Tensor& csc_eid,
+                  int64_t num_loops, bool remove_self_loops,
+                  double negative_slope, double dropout,
+                  const std::optional<at::Tensor>& seed,
+                  bool return_attention_weights, bool save_stats) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
   at::Tensor out, lse, alpha;
   std::tie(out, lse, alpha) =
       forward_outputs(in, in.x, return_attention_weights);
+  const int64_t rows = save_stats ? in.num_dst : 0;
+  const auto acc_options = x.options().dtype(lse.scalar_type());
+  auto sums = at::empty({rows, 2, in.heads, in.channels}, acc_options);
+  auto slope_sum = at::empty({rows, in.heads}, acc_options);
   dispatch_kernel(x.scalar_type(), in.heads, [&](auto t, auto ht) {
-    forward_kernel<decltype(t), decltype(ht)::value>(
+    using scalar_t = decltype(t);
+    using acc_t = at::opmath_type<scalar_t>;
+    const Stats<acc_t> stats{
+        save_stats ? sums.data_ptr<acc_t>() : nullptr,
+        save_stats ? slope_sum.data_ptr<acc_t>() : nullptr};
+    forward_kernel<scalar_t, decltype(ht)::value>(
         in, remove_self_loops, negative_slope, drop, out, lse, alpha,
-        return_attention_weights);
+        return_attention_weights, stats);
   });
-  return {out, lse, alpha};
+  return {out, lse, alpha, sums, slope_sum};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -424,13 +539,35 @@ gat_attention_backward_cpu(
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& csr_eid,
     const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_eid,
     int64_t num_loops, bool remove_self_loops, double negative_slope,
-    double dropout, const std::optional<at::Tensor>& seed) {
+    double dropout, const std::optional<at::Tensor>& seed,
+    const std::optional<at::Tensor>& out_sums,
+    const std::optional<at::Tensor>& slope_sum) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   const auto grads = check_grads("gat_attention_backward", in, in.x, grad_out,
                                  lse, grad_alpha);
+  // The forward's statistics, if given (they do not cover grad_alpha).
+  const bool has_stats = out_sums.has_value() && out_sums->numel() > 0 &&
+                         slope_sum.has_value() && slope_sum->numel() > 0;
+  at::Tensor sums, sl;
+  if (has_stats) {
+    TORCH_CHECK_VALUE(
+        out_sums->sizes() ==
+                at::IntArrayRef({in.num_dst, 2, in.heads, in.channels}) &&
+            slope_sum->sizes() == at::IntArrayRef({in.num_dst, in.heads}),
+        "gat_attention_backward: out_sums must be [N_dst, 2, H, C] and "
+        "slope_sum [N_dst, H] (got ",
+        out_sums->sizes(), " and ", slope_sum->sizes(), ")");
+    TORCH_CHECK_TYPE(out_sums->scalar_type() == acc_type &&
+                         slope_sum->scalar_type() == acc_type,
+                     "gat_attention_backward: out_sums and slope_sum must be ",
+                     acc_type, " (got ", out_sums->scalar_type(), " and ",
+                     slope_sum->scalar_type(), ")");
+    sums = out_sums->contiguous();
+    sl = slope_sum->contiguous();
+  }
   const auto acc_options = x.options().dtype(acc_type);
   auto delta = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
@@ -449,9 +586,14 @@ gat_attention_backward_cpu(
                         : nullptr;
         dispatch_heads(in.heads, [&](auto ht) {
           constexpr int HT = decltype(ht)::value;
-          backward_target_kernel<scalar_t, HT>(
-              in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
-              grads.lse, delta, grad_dst);
+          if (has_stats && !pga) {
+            backward_target_stats<scalar_t, HT>(
+                in, negative_slope, grads.grad_out, sums, sl, delta, grad_dst);
+          } else {
+            backward_target_kernel<scalar_t, HT>(
+                in, remove_self_loops, negative_slope, drop, grads.grad_out,
+                pga, grads.lse, delta, grad_dst);
+          }
           backward_source_kernel<scalar_t, HT>(
               in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
               grads.lse, delta, grad_x, grad_src, pge);

@@ -30,13 +30,17 @@ at::Tensor segment_softmax_backward_cpu(const at::Tensor& out,
                                         int64_t num_nodes, int64_t dim);
 
 // gat_attention.cpp
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_attention_cpu(
-    const at::Tensor& x, const at::Tensor& a_src, const at::Tensor& a_dst,
-    const std::optional<at::Tensor>& edge_score, const at::Tensor& rowptr,
-    const at::Tensor& col, const at::Tensor& csr_eid, const at::Tensor& colptr,
-    const at::Tensor& row, const at::Tensor& csc_eid, int64_t num_loops,
-    bool remove_self_loops, double negative_slope, double dropout,
-    const std::optional<at::Tensor>& seed, bool return_attention_weights);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gat_attention_cpu(const at::Tensor& x, const at::Tensor& a_src,
+                  const at::Tensor& a_dst,
+                  const std::optional<at::Tensor>& edge_score,
+                  const at::Tensor& rowptr, const at::Tensor& col,
+                  const at::Tensor& csr_eid, const at::Tensor& colptr,
+                  const at::Tensor& row, const at::Tensor& csc_eid,
+                  int64_t num_loops, bool remove_self_loops,
+                  double negative_slope, double dropout,
+                  const std::optional<at::Tensor>& seed,
+                  bool return_attention_weights, bool save_stats);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 gat_attention_backward_cpu(
     const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_alpha,
@@ -45,7 +49,9 @@ gat_attention_backward_cpu(
     const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& csr_eid,
     const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_eid,
     int64_t num_loops, bool remove_self_loops, double negative_slope,
-    double dropout, const std::optional<at::Tensor>& seed);
+    double dropout, const std::optional<at::Tensor>& seed,
+    const std::optional<at::Tensor>& out_sums,
+    const std::optional<at::Tensor>& slope_sum);
 
 // gatv2_attention.cpp
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gatv2_attention_cpu(

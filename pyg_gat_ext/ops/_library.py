@@ -59,13 +59,15 @@ SCHEMAS = {
     'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
     'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed, '
-    'bool return_attention_weights) -> (Tensor, Tensor, Tensor)',
+    'bool return_attention_weights, bool save_stats=False) -> '
+    '(Tensor, Tensor, Tensor, Tensor, Tensor)',
     'gat_attention_backward':
     'gat_attention_backward(Tensor grad_out, Tensor? grad_alpha, Tensor x, '
     'Tensor a_src, Tensor a_dst, Tensor? edge_score, Tensor lse, '
     'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
     'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
-    'float negative_slope, float dropout, Tensor? seed) -> '
+    'float negative_slope, float dropout, Tensor? seed, '
+    'Tensor? out_sums=None, Tensor? slope_sum=None) -> '
     '(Tensor, Tensor, Tensor, Tensor)',
     'gatv2_attention':
     'gatv2_attention(Tensor x_src, Tensor x_dst, Tensor att, '
@@ -194,8 +196,23 @@ def _attention_backward_fake(grad_out, grad_alpha, x, a, b, edge, *args):
             grad_edge)
 
 
+def _gat_attention_fake(*args, save_stats=False):
+    # GAT's op also returns the statistics of its backward (see
+    # _reference.gat_attention_stats), with no rows unless `save_stats`.
+    if len(args) == 17:
+        *args, save_stats = args
+    outputs = _attention_fake(*args)
+    x, rowptr = args[0], args[4]
+    rows = rowptr.size(0) - 1 if save_stats else 0
+    acc = _reference.opmath(x.dtype)
+    return outputs + (x.new_empty(rows, 2, x.size(1), x.size(2), dtype=acc),
+                      x.new_empty(rows, x.size(1), dtype=acc))
+
+
+torch.library.register_fake('pyg_gat_ext::gat_attention',
+                            _gat_attention_fake)
+torch.library.register_fake('pyg_gat_ext::gatv2_attention', _attention_fake)
 for _name in ('gat_attention', 'gatv2_attention'):
-    torch.library.register_fake(f'pyg_gat_ext::{_name}', _attention_fake)
     torch.library.register_fake(f'pyg_gat_ext::{_name}_backward',
                                 _attention_backward_fake)
 
@@ -262,25 +279,35 @@ torch.library.register_autograd('pyg_gat_ext::segment_softmax_backward',
 def _setup_attention(ctx, inputs: Tuple, output: Tuple) -> None:
     # Everything the backward op takes after its two gradient-side inputs
     # (grad_out, grad_alpha, then the four tensors, lse, the graph, ...);
-    # the two attention ops lay out their arguments alike.
-    ctx.save_for_backward(*inputs[:4], output[1], *inputs[4:10], inputs[14])
+    # the two attention ops lay out their arguments alike, and GAT's
+    # statistics (outputs 3 and 4, if any) go last.
+    ctx.save_for_backward(*inputs[:4], output[1], *inputs[4:10], inputs[14],
+                          *output[3:])
     ctx.params = inputs[10:14]  # num_loops ... dropout
     ctx.has_alpha = output[2].numel() > 0
+    ctx.num_stats = len(output) - 3
+    # An unused output's gradient comes as None, not zeros: a gradient of
+    # the weights only where a loss reaches them (GAT's backward can use its
+    # statistics only without one).
+    ctx.set_materialize_grads(False)
 
 
 def _attention_grad(name: str) -> Callable:
     # The gradient of attention op `name` through its `*_backward` op. The
-    # log-sum-exp is a saved statistic, not differentiable; a gradient of
-    # the returned attention weights flows into the scores.
-    def grad(ctx, grad_out, grad_lse, grad_alpha):
-        *tensors, seed = ctx.saved_tensors
+    # log-sum-exp and GAT's backward statistics are saved, not
+    # differentiable; a gradient of the returned attention weights flows
+    # into the scores.
+    def grad(ctx, grad_out, grad_lse, grad_alpha, *grad_stats):
+        saved = ctx.saved_tensors
+        stats = saved[len(saved) - ctx.num_stats:]
+        *tensors, seed = saved[:len(saved) - ctx.num_stats]
         x, edge, lse = tensors[0], tensors[3], tensors[4]
         if grad_out is None:
             grad_out = x.new_zeros(lse.size(0), x.size(1), x.size(2))
         if not ctx.has_alpha:
             grad_alpha = None
         grads = _op(f'{name}_backward')(grad_out.contiguous(), grad_alpha,
-                                        *tensors, *ctx.params, seed)
+                                        *tensors, *ctx.params, seed, *stats)
         return grads[:3] + (None if edge is None else grads[3],
                             ) + _no_grads(name, 4)
 

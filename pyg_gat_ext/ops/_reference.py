@@ -225,8 +225,9 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
                   csr_eid: Tensor, colptr: Tensor, row: Tensor,
                   csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
                   negative_slope: float, dropout: float,
-                  seed: Optional[Tensor], return_attention_weights: bool
-                  ) -> Tuple[Tensor, Tensor, Tensor]:
+                  seed: Optional[Tensor], return_attention_weights: bool,
+                  save_stats: bool = False
+                  ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     r"""GAT attention and aggregation over a graph grouped by target node.
 
     Target :obj:`i` owns the CSR positions :obj:`rowptr[i]` to
@@ -255,13 +256,55 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
     for a node without edges; float32 for half-precision :obj:`x`) and, if
     :obj:`return_attention_weights`, the weights
     :math:`\alpha \delta` by edge id :obj:`[E + num_loops, H]` (zero for a
-    skipped edge); else an empty :obj:`[0, H]` tensor.
+    skipped edge); else an empty :obj:`[0, H]` tensor. The last two outputs
+    are :func:`gat_attention_stats`'s (if :obj:`save_stats`).
     """
     src, dst, eid, valid, _, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
                                             col, csr_eid, num_loops,
                                             remove_self_loops, negative_slope)
-    return _softmax_aggregate(x, e, src, dst, eid, valid, rowptr.numel() - 1,
-                              dropout, seed, return_attention_weights)
+    out, lse, weights = _softmax_aggregate(x, e, src, dst, eid, valid,
+                                           rowptr.numel() - 1, dropout, seed,
+                                           return_attention_weights)
+    return (out, lse, weights) + gat_attention_stats(
+        x, a_src, a_dst, edge_score, lse, rowptr, col, csr_eid, num_loops,
+        remove_self_loops, negative_slope, dropout, seed, save_stats)
+
+
+def gat_attention_stats(x: Tensor, a_src: Tensor, a_dst: Tensor,
+                        edge_score: Optional[Tensor], lse: Tensor,
+                        rowptr: Tensor, col: Tensor, csr_eid: Tensor,
+                        num_loops: int, remove_self_loops: bool,
+                        negative_slope: float, dropout: float,
+                        seed: Optional[Tensor],
+                        save_stats: bool) -> Tuple[Tensor, Tensor]:
+    r"""The statistics of :func:`gat_attention` that let a backward skip
+    its pass over every edge by target (the C++ kernels use them; a
+    gradient of the attention weights still takes that pass): per target
+    and head, :obj:`out_sums` :obj:`[N_dst, 2, H, C]`, :math:`\mathrm{out}_i`
+    and its sum over the edges whose raw score :math:`z` is not positive,
+    :math:`N_i = \sum_{j: z_{ji} \le 0} \alpha_{ji} \delta_{ji} x_j` (NaN
+    counting as not positive), and :obj:`slope_sum` :obj:`[N_dst, H]`,
+    :math:`\sum_j \alpha_{ji} \mathrm{LeakyReLU}'(z_{ji})`, both in the
+    accumulator type of :obj:`x`. Without :obj:`save_stats`, empty tensors
+    with no rows."""
+    heads, channels, acc = x.size(1), x.size(2), opmath(x.dtype)
+    num_dst = rowptr.numel() - 1 if save_stats else 0
+    if num_dst == 0:
+        return (x.new_zeros(num_dst, 2, heads, channels, dtype=acc),
+                x.new_zeros(num_dst, heads, dtype=acc))
+    src, dst, eid, valid, z, e = _gat_edges(*_opmath(a_src, a_dst,
+                                                     edge_score), rowptr,
+                                            col, csr_eid, num_loops,
+                                            remove_self_loops, negative_slope)
+    alpha = (e - lse.index_select(0, dst)).exp().masked_fill(~valid, 0.0)
+    weight = alpha * _gat_dropout(eid, heads, dropout, seed, alpha)
+    rows = weight.unsqueeze(-1) * x.to(acc).index_select(0, src)
+    negative = rows.masked_fill((z > 0).unsqueeze(-1), 0.0)
+    out_sums = x.new_zeros(num_dst, 2, heads, channels,
+                           dtype=acc).index_add_(
+                               0, dst, torch.stack([rows, negative], dim=1))
+    slope = torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
+    return out_sums, segment_sum(alpha * slope, dst, num_dst, 0)
 
 
 def _softmax_aggregate(x: Tensor, e: Tensor, src: Tensor, dst: Tensor,
@@ -296,7 +339,8 @@ def gat_attention_backward(
     a_src: Tensor, a_dst: Tensor, edge_score: Optional[Tensor], lse: Tensor,
     rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
     row: Tensor, csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
-    negative_slope: float, dropout: float, seed: Optional[Tensor]
+    negative_slope: float, dropout: float, seed: Optional[Tensor],
+    out_sums: Optional[Tensor] = None, slope_sum: Optional[Tensor] = None
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Gradients of :func:`gat_attention`'s :obj:`out` (and of its
     weights, if :obj:`grad_alpha` is given, by edge id) with respect to
@@ -313,7 +357,8 @@ def gat_attention_backward(
 
     which is summed per target for :obj:`a_dst`, per source for
     :obj:`a_src`; :math:`\partial L / \partial x_j = \sum_i \alpha_{ji}
-    \delta_{ji} g_i`.
+    \delta_{ji} g_i`. The forward's statistics (:func:`gat_attention_stats`)
+    are for the kernels; this computes without them.
     """
     src, dst, eid, valid, z, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
                                             col, csr_eid, num_loops,

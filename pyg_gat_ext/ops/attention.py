@@ -374,10 +374,19 @@ def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
     r"""Runs the ``pyg_gat_ext::gat_attention`` operator on a graph known to
     be well formed (the fields of a :class:`GATGraph` from
     :func:`group_edges`, or checked by :func:`gat_attention`), after the
-    common dtype and layout are made. TorchScript-compatible: the layer's
-    scripted fused path calls it."""
+    common dtype and layout are made. Where a gradient will be taken and
+    the C++ kernels run, the op also saves the statistics that spare its
+    backward a pass over the edges (see ``gat_attention_stats`` in
+    :mod:`pyg_gat_ext.ops._reference`). TorchScript-compatible: the
+    layer's scripted fused path calls it."""
     if a_dst is None:
         a_dst = x.new_zeros(graph[0].numel() - 1, x.size(1))
+    save_stats = x.device.type == 'cpu' and torch.is_grad_enabled() and (
+        x.requires_grad or a_src.requires_grad or a_dst.requires_grad or
+        (edge_score is not None and edge_score.requires_grad))
+    if not torch.jit.is_scripting():
+        if save_stats and not is_compiling():
+            save_stats = kernel_backend(x.device) == 'cpp'
     # Scores may be wider than the features (e.g. under autocast): compute
     # in the common type, as PyG's messages `alpha * x_j` do.
     dtype = torch.promote_types(torch.promote_types(x.dtype, a_src.dtype),
@@ -385,13 +394,14 @@ def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
     if edge_score is not None:
         dtype = torch.promote_types(dtype, edge_score.dtype)
         edge_score = edge_score.to(dtype).contiguous()
-    return torch.ops.pyg_gat_ext.gat_attention(
+    out, lse, alpha, _, _ = torch.ops.pyg_gat_ext.gat_attention(
         x.to(dtype).contiguous(), a_src.to(dtype).contiguous(),
         a_dst.to(dtype).contiguous(), edge_score, graph[0].contiguous(),
         graph[1].contiguous(), graph[2].contiguous(), graph[3].contiguous(),
         graph[4].contiguous(), graph[5].contiguous(), num_loops,
         remove_self_loops, negative_slope, dropout, seed,
-        return_attention_weights)
+        return_attention_weights, save_stats)
+    return out, lse, alpha
 
 
 def gatv2_attention(

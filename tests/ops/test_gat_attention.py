@@ -48,20 +48,21 @@ def make_inputs(num_src, num_dst, num_edges, heads, channels, dtype, device,
     return x, a_src, a_dst, score
 
 
-def run(backend, inputs, graph, grad_seed=1, **kwargs):
+def run(backend, inputs, graph, grad_seed=1, weights=True, **kwargs):
     r"""Outputs and the gradients of a random function of :obj:`out` and
-    of the attention weights, on one backend."""
+    (if :obj:`weights`) of the attention weights, on one backend."""
     with use_backend(backend):
         res = gat_attention(*inputs[:3], graph, inputs[3],
-                            return_attention_weights=True,
+                            return_attention_weights=weights,
                             generator=torch.Generator().manual_seed(3),
                             **kwargs)
         g = torch.Generator().manual_seed(grad_seed)
         loss = (res.out * torch.randn(res.out.shape, generator=g,
                                       dtype=res.out.dtype).to(res.out)).sum()
-        loss = loss + (res.alpha * torch.rand(
-            res.alpha.shape, generator=g,
-            dtype=res.alpha.dtype).to(res.alpha)).sum()
+        if weights:
+            loss = loss + (res.alpha * torch.rand(
+                res.alpha.shape, generator=g,
+                dtype=res.alpha.dtype).to(res.alpha)).sum()
         leaves = [t for t in inputs if t is not None]
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     return (res.out, res.lse, res.alpha) + grads
@@ -98,6 +99,48 @@ def test_kernels_match_reference(backend, device, case, dtype, index_dtype):
     actual = run(backend, inputs, graph, **kwargs)
     for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
         torch.testing.assert_close(a, b, **TOL[dtype], msg=f'output {i}')
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_backward_from_forward_stats(case):
+    # Without a gradient of the attention weights, the C++ backward takes
+    # D_i and grad_a_dst from the forward's statistics (out and its sum
+    # over the edges with a non-positive score, the sum of alpha
+    # LeakyReLU'): they match the reference's, and so do the gradients,
+    # within rounding of the backward without them (the raw op called
+    # without the statistics).
+    from tests.conftest import backend_or_skip
+    backend_or_skip('cpp', torch.device('cpu'))
+    num_src, num_dst, num_edges, H, C, loops, skip, score, p, hub = case
+    src, dst = random_graph(num_src, num_dst, num_edges, hub=hub)
+    graph = gat_graph(src, dst, num_src, num_dst)
+    inputs = make_inputs(num_src, num_dst, num_edges, H, C, torch.float64,
+                         'cpu', loops, score)
+    kwargs = dict(num_loops=loops, remove_self_loops=skip, dropout=p)
+    expected = run('reference', inputs, graph, weights=False, **kwargs)
+    actual = run('cpp', inputs, graph, weights=False, **kwargs)
+    for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
+        torch.testing.assert_close(a, b, **TOL[torch.float64],
+                                   msg=f'output {i}')
+    seed = torch.tensor([5, 7])
+    args = (*[t.detach() if t is not None else t for t in inputs], *graph,
+            loops, skip, 0.2, p, seed, False, True)
+    op = torch.ops.pyg_gat_ext.gat_attention
+    with use_backend('reference'):
+        reference = op(*args)
+    with use_backend('cpp'):
+        out, lse, _, sums, slope_sum = op(*args)
+        torch.testing.assert_close(sums, reference[3])
+        torch.testing.assert_close(slope_sum, reference[4])
+        assert torch.equal(sums[:, 0], out)
+        assert sums.shape == (num_dst, 2, H, C) and lse.dtype == sums.dtype
+        grad_out = torch.randn_like(out)
+        backward = torch.ops.pyg_gat_ext.gat_attention_backward
+        rest = (*args[:4], lse, *graph, loops, skip, 0.2, p, seed)
+        with_stats = backward(grad_out, None, *rest, sums, slope_sum)
+        without = backward(grad_out, None, *rest)
+    for a, b in zip(with_stats, without, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_reference_matches_pyg_building_blocks():
@@ -139,7 +182,10 @@ def test_complete_bipartite_equals_dense_attention():
 
 
 @pytest.mark.parametrize('dropout', [0.0, 0.5])
-def test_gradcheck(backend, device, dropout):
+@pytest.mark.parametrize('weights', [True, False])
+def test_gradcheck(backend, device, dropout, weights):
+    # With the weights an output, their gradient takes the backward's pass
+    # over targets; without, the C++ kernels use the forward's statistics.
     if backend == 'triton' and device.type == 'cpu':
         pytest.skip('interpreted Triton: its gradients are compared with '
                     "the reference's in test_kernels_match_reference")
@@ -152,9 +198,9 @@ def test_gradcheck(backend, device, dropout):
     def f(x, a_src, a_dst, score):
         res = gat_attention(x, a_src, a_dst, graph, score, num_loops=5,
                             remove_self_loops=True, dropout=dropout,
-                            return_attention_weights=True,
+                            return_attention_weights=weights,
                             generator=torch.Generator().manual_seed(0))
-        return res.out, res.alpha
+        return (res.out, res.alpha) if weights else res.out
 
     with use_backend(backend):
         assert torch.autograd.gradcheck(f, inputs)
@@ -167,7 +213,9 @@ def test_opcheck():
                                          'cpu', num_loops=5, edge_score=True)
     args = (x, a_src, a_dst, score, *graph, 5, True, 0.2, 0.5,
             torch.tensor([1, 2]), True)
-    torch.library.opcheck(torch.ops.pyg_gat_ext.gat_attention, args)
+    for save_stats in (False, True):  # The backward without and with them.
+        torch.library.opcheck(torch.ops.pyg_gat_ext.gat_attention,
+                              args + (save_stats, ))
 
 
 def test_dropout_is_reproducible_and_has_the_right_rate():

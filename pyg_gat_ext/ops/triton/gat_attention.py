@@ -19,7 +19,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyg_gat_ext.ops._reference import dropout_threshold, opmath, seed_words
+from pyg_gat_ext.ops._reference import (
+    dropout_threshold,
+    gat_attention_stats,
+    opmath,
+    seed_words,
+)
 from pyg_gat_ext.ops.triton._launch import Launch, run
 
 _M32 = 0xFFFFFFFF
@@ -357,10 +362,25 @@ def forward_launches(
     return [launch], (out, lse, alpha)
 
 
-def gat_attention(*args, **kwargs) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""Launches :func:`_gat_fwd` (arguments as
-    :func:`gat_attention_launches`): returns :obj:`(out, lse, alpha)`."""
-    return run(*gat_attention_launches(*args, **kwargs))
+def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
+                  edge_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
+                  csr_eid: Tensor, colptr: Tensor, row: Tensor,
+                  csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
+                  negative_slope: float, dropout: float,
+                  seed: Optional[Tensor], return_attention_weights: bool,
+                  save_stats: bool = False) -> Tuple[Tensor, ...]:
+    r"""Launches :func:`_gat_fwd` (arguments as the op's): returns
+    :obj:`(out, lse, alpha)` and the backward statistics of the C++
+    kernels, which the Triton backward does not use: computed by the
+    reference if :obj:`save_stats` (the layers never ask for them on CUDA),
+    else empty."""
+    out, lse, alpha = run(*gat_attention_launches(
+        x, a_src, a_dst, edge_score, rowptr, col, csr_eid, colptr, row,
+        csc_eid, num_loops, remove_self_loops, negative_slope, dropout, seed,
+        return_attention_weights))
+    return (out, lse, alpha) + gat_attention_stats(
+        x, a_src, a_dst, edge_score, lse, rowptr, col, csr_eid, num_loops,
+        remove_self_loops, negative_slope, dropout, seed, save_stats)
 
 
 def gat_attention_backward_launches(
@@ -368,12 +388,14 @@ def gat_attention_backward_launches(
     a_dst: Tensor, edge_score: Optional[Tensor], lse: Tensor, rowptr: Tensor,
     col: Tensor, csr_eid: Tensor, colptr: Tensor, row: Tensor,
     csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
-    negative_slope: float, dropout: float, seed: Optional[Tensor]
+    negative_slope: float, dropout: float, seed: Optional[Tensor],
+    out_sums: Optional[Tensor] = None, slope_sum: Optional[Tensor] = None
 ) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]]:
     r"""The launches of :func:`_gat_bwd_dst` then :func:`_gat_bwd_src` for
-    the op's arguments, and the buffers they write: :obj:`grad_x`, the score
-    gradients of the sources and targets (in the accumulator type), and the
-    per-edge score gradients when there are edge scores (else
+    the op's arguments (the C++ kernels' statistics :obj:`out_sums` and
+    :obj:`slope_sum` unused), and the buffers they write: :obj:`grad_x`, the
+    score gradients of the sources and targets (in the accumulator type),
+    and the per-edge score gradients when there are edge scores (else
     :obj:`None`)."""
     (x, a_src, a_dst, lse, rowptr, col, csr_eid, colptr, row,
      csc_eid) = _dense(x, a_src, a_dst, lse, rowptr, col, csr_eid, colptr,
