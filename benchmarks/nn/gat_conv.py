@@ -111,7 +111,9 @@ def kernel_bound(x, edge_index, conv, device, mode, reps=5):
     r"""Time of the fused op alone and its bandwidth bound (ms): the bytes
     it must move at least are each edge's index entries and gathered source
     row of :obj:`H * C` features (forward), plus the gathered target
-    gradient row (backward), and the node-level inputs and outputs."""
+    gradient row (backward; GATv2 also gathers the source row again, GAT
+    reads its forward's two saved sums per target instead), and the
+    node-level inputs and outputs."""
     from pyg_gat_ext.ops import gat_attention, gatv2_attention
     num_nodes, num_edges = x.size(0), edge_index.size(1)
     graph = cached_gat_graph(edge_index, num_nodes, num_nodes)
@@ -140,7 +142,11 @@ def kernel_bound(x, edge_index, conv, device, mode, reps=5):
 
     run()
     ms, _ = time_ms(run, device, reps)
-    passes = 1 if mode == 'forward' else 3  # Backward: 2 edge passes.
+    passes = 1
+    if mode != 'forward':
+        passes = 3 if isinstance(conv, GATv2Conv) else 2
+        if not isinstance(conv, GATv2Conv):  # Sums written, then read.
+            node_bytes += num_nodes * 4 * row
     need = passes * num_edges * (row + index) + node_bytes
     return ms, 1e3 * need / copy_bandwidth(device)
 
