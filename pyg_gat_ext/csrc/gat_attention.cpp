@@ -150,30 +150,29 @@ void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
   }
 }
 
-// add_weighted_row (attention.h) for `acc` holding two [H, C] blocks: the
-// first gets every row, the second only the rows of the heads with z[h] <= 0
-// (or NaN, which LeakyReLU' takes to `slope`), whose sum the LeakyReLU
-// derivative weights by `slope` rather than by 1. Two fixed rows per head
-// rather than one chosen by the sign: a store whose address depends on the
-// sign, then a load of the next edge's row, cost more than the second
-// multiply-add (the processor cannot tell early whether they overlap).
+// add_weighted_row (attention.h) for `acc` holding two [H, C] blocks, then
+// (sum_rows) their sum in the first: row h goes to the first block where
+// z[h] > 0 and to the second elsewhere (NaN too, which LeakyReLU' takes to
+// `slope`), so that one weighted row per edge gives both the sum of all
+// rows and the sum N of those that the LeakyReLU derivative weights by
+// `slope` rather than by 1.
 template <int HT, typename scalar_t, typename acc_t>
-inline void add_weighted_row_and_negative(acc_t* __restrict acc,
-                                          const acc_t* w, const acc_t* z,
-                                          const scalar_t* __restrict row,
-                                          int64_t heads, int64_t C) {
+inline void add_weighted_row_by_sign(acc_t* __restrict acc, const acc_t* w,
+                                     const acc_t* z,
+                                     const scalar_t* __restrict row,
+                                     int64_t heads, int64_t C) {
   const int64_t H = HT > 0 ? HT : heads;
   for (int64_t h = 0; h < H; ++h) {
-    acc_t* __restrict ah = acc + h * C;
-    acc_t* __restrict nh = acc + (H + h) * C;
+    acc_t* __restrict ah = acc + (z[h] > acc_t(0) ? 0 : H * C) + h * C;
     const scalar_t* __restrict rh = row + h * C;
-    const acc_t wh = w[h], wn = if_positive(z[h], acc_t(0), wh);
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t r = static_cast<acc_t>(rh[c]);
-      ah[c] += wh * r;
-      nh[c] += wn * r;
-    }
+    const acc_t wh = w[h];
+    for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
   }
+}
+
+template <typename acc_t>
+inline void sum_rows(acc_t* __restrict acc, int64_t HC) {
+  for (int64_t c = 0; c < HC; ++c) acc[c] += acc[HC + c];
 }
 
 // sum[h] += a[h] LeakyReLU'(z[h]).
@@ -247,9 +246,10 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       std::fill(acc.begin(), acc.end(), acc_t(0));
       if (stats.sums) {
         for (int64_t k = 0; k < n; ++k)
-          add_weighted_row_and_negative<HT>(acc.data(), ne.w.data() + k * H,
-                                            ne.z.data() + k * H,
-                                            x + ne.nbr[k] * HC, H, C);
+          add_weighted_row_by_sign<HT>(acc.data(), ne.w.data() + k * H,
+                                       ne.z.data() + k * H, x + ne.nbr[k] * HC,
+                                       H, C);
+        sum_rows(acc.data(), HC);
         std::copy(acc.begin(), acc.end(), stats.sums + i * 2 * HC);
       } else {
         for (int64_t k = 0; k < n; ++k)
@@ -335,8 +335,8 @@ inline void target_grads(const scalar_t* g_i, const acc_t* sums,
 // with u = alpha f and v = u lk: weighted row sums, as in the forward pass,
 // and one dot product per node. As lk is 1 or `slope`, Y = O - (1 - slope) N
 // with N the sum of u x_j over the edges with z <= 0 (O is the forward's
-// out_i; add_weighted_row_and_negative sums both); likewise sum_i u g_i and
-// sum_i v g_i.
+// out_i; add_weighted_row_by_sign and sum_rows give both); likewise sum_i u
+// g_i and sum_i v g_i.
 //
 // Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
 template <typename scalar_t, int HT>
@@ -382,10 +382,10 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
             ex[h] += gu[h];
             ex[H + h] += gv[h];
           }
-        add_weighted_row_and_negative<HT>(pn.data(), u.data(),
-                                          ne.z.data() + k * H,
-                                          x + ne.nbr[k] * H * C, H, C);
+        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
+                                     x + ne.nbr[k] * H * C, H, C);
       }
+      sum_rows(pn.data(), H * C);
       target_grads<HT>(go + i * H * C, pn.data(), sl.data(),
                        grad_alpha ? ex.data() : nullptr, sc.slope, H, C,
                        pd + i * H, pg + i * H, dots.data());
@@ -474,8 +474,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
         // gv stays zero without grad_alpha.
         for (int64_t h = 0; h < H; ++h) t[h] += gv[h] - e[h] * d[h];
         const scalar_t* gi = go + i * H * C;
-        add_weighted_row_and_negative<HT>(pn.data(), u.data(),
-                                          ne.z.data() + k * H, gi, H, C);
+        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
+                                     gi, H, C);
         if (grad_edge) {
           head_dots<HT>(ga.data(), gi, xj, H, C);
           acc_t* ge = grad_edge + ne.id[k] * H;
@@ -483,6 +483,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
             ge[h] = v[h] * ga[h] + gv[h] - e[h] * d[h];
         }
       }
+      sum_rows(pn.data(), H * C);
       // grad_x_j = sum_i u g_i, the first sum, and <x_j, sum_i v g_i> =
       // <x_j, first> - (1 - slope) <x_j, second>.
       head_dots<HT>(dots.data(), xj, pn.data(), H, C);
