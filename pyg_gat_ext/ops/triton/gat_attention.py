@@ -362,25 +362,18 @@ def forward_launches(
     return [launch], (out, lse, alpha)
 
 
-def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
-                  edge_score: Optional[Tensor], rowptr: Tensor, col: Tensor,
-                  csr_eid: Tensor, colptr: Tensor, row: Tensor,
-                  csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
-                  negative_slope: float, dropout: float,
-                  seed: Optional[Tensor], return_attention_weights: bool,
-                  save_stats: bool = False) -> Tuple[Tensor, ...]:
+def gat_attention(*args) -> Tuple[Tensor, ...]:
     r"""Launches :func:`_gat_fwd` (arguments as the op's): returns
     :obj:`(out, lse, alpha)` and the backward statistics of the C++
     kernels, which the Triton backward does not use: computed by the
-    reference if :obj:`save_stats` (the layers never ask for them on CUDA),
-    else empty."""
-    out, lse, alpha = run(*gat_attention_launches(
-        x, a_src, a_dst, edge_score, rowptr, col, csr_eid, colptr, row,
-        csc_eid, num_loops, remove_self_loops, negative_slope, dropout, seed,
-        return_attention_weights))
+    reference if the op's last argument :obj:`save_stats` is set (the
+    layers never ask for them on CUDA), else empty."""
+    save_stats = len(args) > 16 and bool(args[16])
+    out, lse, alpha = run(*gat_attention_launches(*args[:16]))
+    x, a_src, a_dst, edge_score, rowptr, col, csr_eid = args[:7]
     return (out, lse, alpha) + gat_attention_stats(
-        x, a_src, a_dst, edge_score, lse, rowptr, col, csr_eid, num_loops,
-        remove_self_loops, negative_slope, dropout, seed, save_stats)
+        x, a_src, a_dst, edge_score, lse, rowptr, col, csr_eid, *args[10:15],
+        save_stats)
 
 
 def gat_attention_backward_launches(
