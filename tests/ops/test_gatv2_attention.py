@@ -270,6 +270,19 @@ def test_cpp_backward_state_past_its_buffers():
                                    msg=f'output {i}')
 
 
+def test_cpp_eight_heads_of_eight_channels():
+    # 8 heads x 8 float32 channels take the C++ kernels' transposed
+    # reduction of the per-head dot products (the score and <g_i, x_j>),
+    # in the forward and in both backward passes.
+    inputs, graph, kwargs = cpp_hub_case(60, 1500, 8, 8, torch.float32,
+                                         hub=3, dropout=0.2)
+    expected = run('reference', inputs, graph, **kwargs)
+    actual = run('cpp', inputs, graph, **kwargs)
+    for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
+        torch.testing.assert_close(a, b, **TOL[torch.float32],
+                                   msg=f'output {i}')
+
+
 def test_cpp_result_does_not_depend_on_the_thread_count():
     # Enough edges for several blocks of nodes (a block holds about 2048
     # edges): the partial sums of grad_att over fixed blocks, and no
