@@ -143,10 +143,11 @@ def kernel_bound(x, edge_index, conv, device, mode, reps=5):
     run()
     ms, _ = time_ms(run, device, reps)
     passes = 1
-    if mode != 'forward':
-        passes = 3 if isinstance(conv, GATv2Conv) else 2
-        if not isinstance(conv, GATv2Conv):  # Sums written, then read.
-            node_bytes += num_nodes * 4 * row
+    if mode != 'forward' and isinstance(conv, GATv2Conv):
+        passes = 3
+    elif mode != 'forward':  # GAT: its two sums written, then read.
+        passes = 2
+        node_bytes += num_nodes * 4 * row
     need = passes * num_edges * (row + index) + node_bytes
     return ms, 1e3 * need / copy_bandwidth(device)
 

@@ -259,12 +259,16 @@ def gat_attention(x: Tensor, a_src: Tensor, a_dst: Tensor,
     skipped edge); else an empty :obj:`[0, H]` tensor. The last two outputs
     are :func:`gat_attention_stats`'s (if :obj:`save_stats`).
     """
-    src, dst, eid, valid, _, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
-                                            col, csr_eid, num_loops,
-                                            remove_self_loops, negative_slope)
+    edges = _gat_edges(a_src, a_dst, edge_score, rowptr, col, csr_eid,
+                       num_loops, remove_self_loops, negative_slope)
+    src, dst, eid, valid, _, e = edges
     out, lse, weights = _softmax_aggregate(x, e, src, dst, eid, valid,
                                            rowptr.numel() - 1, dropout, seed,
                                            return_attention_weights)
+    if save_stats and a_src.dtype == opmath(a_src.dtype):
+        # The scores are already in the accumulator type: reused.
+        return (out, lse, weights) + _edge_stats(
+            x, edges, lse, rowptr.numel() - 1, negative_slope, dropout, seed)
     return (out, lse, weights) + gat_attention_stats(
         x, a_src, a_dst, edge_score, lse, rowptr, col, csr_eid, num_loops,
         remove_self_loops, negative_slope, dropout, seed, save_stats)
@@ -287,24 +291,43 @@ def gat_attention_stats(x: Tensor, a_src: Tensor, a_dst: Tensor,
     :math:`\sum_j \alpha_{ji} \mathrm{LeakyReLU}'(z_{ji})`, both in the
     accumulator type of :obj:`x`. Without :obj:`save_stats`, empty tensors
     with no rows."""
-    heads, channels, acc = x.size(1), x.size(2), opmath(x.dtype)
-    num_dst = rowptr.numel() - 1 if save_stats else 0
-    if num_dst == 0:
-        return (x.new_zeros(num_dst, 2, heads, channels, dtype=acc),
-                x.new_zeros(num_dst, heads, dtype=acc))
-    src, dst, eid, valid, z, e = _gat_edges(*_opmath(a_src, a_dst,
-                                                     edge_score), rowptr,
-                                            col, csr_eid, num_loops,
-                                            remove_self_loops, negative_slope)
+    if not save_stats:
+        return _no_stats(x)
+    edges = _gat_edges(*_opmath(a_src, a_dst, edge_score), rowptr, col,
+                       csr_eid, num_loops, remove_self_loops, negative_slope)
+    return _edge_stats(x, edges, lse, rowptr.numel() - 1, negative_slope,
+                       dropout, seed)
+
+
+def _no_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
+    # The statistics without `save_stats`: no rows.
+    acc = opmath(x.dtype)
+    return (x.new_zeros(0, 2, x.size(1), x.size(2), dtype=acc),
+            x.new_zeros(0, x.size(1), dtype=acc))
+
+
+def _edge_stats(x: Tensor, edges: Tuple, lse: Tensor, num_dst: int,
+                negative_slope: float, dropout: float,
+                seed: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    # gat_attention_stats from `_gat_edges`' edges and scores.
+    src, dst, eid, valid, z, e = edges
+    acc = opmath(x.dtype)
     alpha = (e - lse.index_select(0, dst)).exp().masked_fill(~valid, 0.0)
-    weight = alpha * _gat_dropout(eid, heads, dropout, seed, alpha)
+    weight = alpha * _gat_dropout(eid, x.size(1), dropout, seed, alpha)
     rows = weight.unsqueeze(-1) * x.to(acc).index_select(0, src)
     negative = rows.masked_fill((z > 0).unsqueeze(-1), 0.0)
-    out_sums = x.new_zeros(num_dst, 2, heads, channels,
+    out_sums = x.new_zeros(num_dst, 2, x.size(1), x.size(2),
                            dtype=acc).index_add_(
                                0, dst, torch.stack([rows, negative], dim=1))
-    slope = torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
-    return out_sums, segment_sum(alpha * slope, dst, num_dst, 0)
+    slope_sum = segment_sum(alpha * _leaky_derivative(z, negative_slope),
+                            dst, num_dst, 0)
+    return out_sums, slope_sum
+
+
+def _leaky_derivative(z: Tensor, negative_slope: float) -> Tensor:
+    # LeakyReLU'(z): 1 where z > 0, else (NaN too) the slope, as torch's
+    # backward takes it at 0.
+    return torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
 
 
 def _softmax_aggregate(x: Tensor, e: Tensor, src: Tensor, dst: Tensor,
@@ -366,8 +389,7 @@ def gat_attention_backward(
     grad_x, de = _softmax_aggregate_backward(grad_out, grad_alpha, x, e, lse,
                                              src, dst, eid, valid, dropout,
                                              seed)
-    slope = torch.full_like(z, negative_slope).masked_fill_(z > 0, 1.0)
-    dz = de * slope
+    dz = de * _leaky_derivative(z, negative_slope)
     grad_src = segment_sum(dz, src, a_src.size(0), 0)
     grad_dst = segment_sum(dz, dst, a_dst.size(0), 0)
     grad_edge = dz.new_empty(0, x.size(1))

@@ -256,31 +256,25 @@ def cpp_hub_case(num_nodes, num_edges, H, C, dtype, hub, dropout):
     return inputs, graph, kwargs
 
 
-def test_cpp_backward_state_past_its_buffers():
+@pytest.mark.parametrize('case', [
     # The C++ backward keeps a target's sums for at most 512 edges (a hub
     # with more computes them again) and leaves each edge the signs of its
     # H C sums in 64-bit words: a hub of 700 edges and H C = 90 (two words,
-    # the second partial) against the reference, in float64.
-    inputs, graph, kwargs = cpp_hub_case(40, 1400, 3, 30, torch.float64,
-                                         hub=7, dropout=0.2)
-    expected = run('reference', inputs, graph, **kwargs)
-    actual = run('cpp', inputs, graph, **kwargs)
-    for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
-        torch.testing.assert_close(a, b, **TOL[torch.float64],
-                                   msg=f'output {i}')
-
-
-def test_cpp_eight_heads_of_eight_channels():
+    # the second partial), in float64.
+    (40, 1400, 3, 30, torch.float64, 7),
     # 8 heads x 8 float32 channels take the C++ kernels' transposed
     # reduction of the per-head dot products (the score and <g_i, x_j>),
     # in the forward and in both backward passes.
-    inputs, graph, kwargs = cpp_hub_case(60, 1500, 8, 8, torch.float32,
-                                         hub=3, dropout=0.2)
+    (60, 1500, 8, 8, torch.float32, 3),
+])
+def test_cpp_on_a_hub_matches_reference(case):
+    num_nodes, num_edges, H, C, dtype, hub = case
+    inputs, graph, kwargs = cpp_hub_case(num_nodes, num_edges, H, C, dtype,
+                                         hub=hub, dropout=0.2)
     expected = run('reference', inputs, graph, **kwargs)
     actual = run('cpp', inputs, graph, **kwargs)
     for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
-        torch.testing.assert_close(a, b, **TOL[torch.float32],
-                                   msg=f'output {i}')
+        torch.testing.assert_close(a, b, **TOL[dtype], msg=f'output {i}')
 
 
 def test_cpp_result_does_not_depend_on_the_thread_count():
