@@ -47,6 +47,25 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
                    [&](int64_t b, int64_t e) { run_chunk(f, b, e); });
 }
 
+// The number of partial sums that lane_sum keeps: one AVX2 register of
+// float (and C = 8, a common head width, fills it exactly).
+constexpr int64_t kLanes = 8;
+
+// sum_{c < C} t(c) in kLanes partial sums, added up in a fixed tree at the
+// end: a reduction that vectorises over c (the compiler may not reorder a
+// float sum itself) and whose order depends on C only.
+template <typename acc_t, typename T>
+inline acc_t lane_sum(int64_t C, T&& t) {
+  acc_t p[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= C; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) p[l] += t(c + l);
+  for (int64_t l = 0; c < C; ++c, ++l) p[l] += t(c);
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t l = 0; l < w; ++l) p[l] += p[l + w];
+  return p[0];
+}
+
 // A read prefetch of the cache line at `p` (into L2). On x86 an asm
 // statement rather than __builtin_prefetch: GCC 12 at -O3 deletes the
 // builtin as dead code in the attention kernels' prefetch loops (a loop

@@ -120,25 +120,6 @@ Inputs check_inputs(const char* op, const at::Tensor& x_src,
   return in;
 }
 
-// The number of partial sums that lane_sum keeps: one AVX2 register of
-// float (and C = 8, a common head width, fills it exactly).
-constexpr int64_t kLanes = 8;
-
-// sum_{c < C} t(c) in kLanes partial sums, added up in a fixed tree at the
-// end: a reduction that vectorises over c (the compiler may not reorder a
-// float sum itself) and whose order depends on C only.
-template <typename acc_t, typename T>
-inline acc_t lane_sum(int64_t C, T&& t) {
-  acc_t p[kLanes] = {};
-  int64_t c = 0;
-  for (; c + kLanes <= C; c += kLanes)
-    for (int64_t l = 0; l < kLanes; ++l) p[l] += t(c + l);
-  for (int64_t l = 0; c < C; ++c, ++l) p[l] += t(c);
-  for (int64_t w = kLanes / 2; w > 0; w /= 2)
-    for (int64_t l = 0; l < w; ++l) p[l] += p[l + w];
-  return p[0];
-}
-
 // 8 sums of 8 floats, t[8 h .. 8 h + 7] into out[h], in three rounds of
 // pairwise additions across the 8 rows at once (a transposed reduction):
 // 9 vector instructions where 8 horizontal sums take about 50.
