@@ -72,6 +72,10 @@ gatv2_attention_backward_cpu(
     double dropout, const std::optional<at::Tensor>& seed);
 
 // dropout.cpp
+at::Tensor head_scores_cpu(const at::Tensor& x, const at::Tensor& att);
+std::tuple<at::Tensor, at::Tensor> head_scores_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& att);
+
 at::Tensor dropout_cpu(const at::Tensor& x, double p,
                        const std::optional<at::Tensor>& seed);
 

@@ -17,5 +17,7 @@ TORCH_LIBRARY_IMPL(pyg_gat_ext, CPU, m) {
   m.impl("gat_attention_backward", &gat_attention_backward_cpu);
   m.impl("gatv2_attention", &gatv2_attention_cpu);
   m.impl("gatv2_attention_backward", &gatv2_attention_backward_cpu);
+  m.impl("head_scores", &head_scores_cpu);
+  m.impl("head_scores_backward", &head_scores_backward_cpu);
   m.impl("dropout", &dropout_cpu);
 }

@@ -83,6 +83,11 @@ SCHEMAS = {
     'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed) -> '
     '(Tensor, Tensor, Tensor, Tensor)',
+    'head_scores':
+    'head_scores(Tensor x, Tensor att) -> Tensor',
+    'head_scores_backward':
+    'head_scores_backward(Tensor grad, Tensor x, Tensor att) -> '
+    '(Tensor, Tensor)',
     'dropout':
     'dropout(Tensor x, float p, Tensor? seed) -> Tensor',
 }
@@ -217,6 +222,16 @@ for _name in ('gat_attention', 'gatv2_attention'):
                                 _attention_backward_fake)
 
 
+@torch.library.register_fake('pyg_gat_ext::head_scores')
+def _(x, att):
+    return x.new_empty(x.size(0), att.size(0), x.size(1))
+
+
+@torch.library.register_fake('pyg_gat_ext::head_scores_backward')
+def _(grad, x, att):
+    return torch.empty_like(x), torch.empty_like(att)
+
+
 @torch.library.register_fake('pyg_gat_ext::dropout')
 def _(x, p, seed):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -318,6 +333,20 @@ for _name in ('gat_attention', 'gatv2_attention'):
     torch.library.register_autograd(f'pyg_gat_ext::{_name}',
                                     _attention_grad(_name),
                                     setup_context=_setup_attention)
+
+
+def _setup_head_scores(ctx, inputs: Tuple, output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _head_scores_grad(ctx, grad: Tensor):
+    x, att = ctx.saved_tensors
+    return _op('head_scores_backward')(grad, x, att)
+
+
+torch.library.register_autograd('pyg_gat_ext::head_scores',
+                                _head_scores_grad,
+                                setup_context=_setup_head_scores)
 
 
 def _setup_dropout(ctx, inputs: Tuple, output: Tensor) -> None:

@@ -148,6 +148,28 @@ def dropout_hash(edge: Tensor, heads: int, seed: Tuple[int, int]) -> Tensor:
     return h >> 8
 
 
+def head_scores(x: Tensor, att: Tensor) -> Tensor:
+    r"""GAT's node scores: :obj:`out[n, k, h] = <x[n, h], att[k, h]>` for
+    node features :obj:`x` of shape :obj:`[N, H, C]` and :obj:`K` attention
+    vectors :obj:`att` of shape :obj:`[K, H, C]`, i.e. PyG's
+    :obj:`(x * att[k]).sum(dim=-1)` for every :obj:`k`, computed in the op
+    math type of :obj:`x`. Returns :obj:`[N, K, H]`."""
+    acc = opmath(x.dtype)
+    return torch.einsum('nhc,khc->nkh', x.to(acc), att.to(acc)).to(x.dtype)
+
+
+def head_scores_backward(grad: Tensor, x: Tensor,
+                         att: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""The gradients of :func:`head_scores` for :obj:`grad` of shape
+    :obj:`[N, K, H]`: :obj:`grad_x[n, h] = sum_k grad[n, k, h] att[k, h]`
+    and :obj:`grad_att[k, h] = sum_n grad[n, k, h] x[n, h]`."""
+    acc = opmath(x.dtype)
+    grad = grad.to(acc)
+    grad_x = torch.einsum('nkh,khc->nhc', grad, att.to(acc))
+    grad_att = torch.einsum('nkh,nhc->khc', grad, x.to(acc))
+    return grad_x.to(x.dtype), grad_att.to(att.dtype)
+
+
 def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
     r"""Dropout with a counter-based mask: element :obj:`k` of :obj:`x`
     (in row-major order) is kept, times :math:`1 / (1 - p)`, when
