@@ -32,21 +32,17 @@ else:
 
 
 def head_scores(x: Tensor, att: Tensor) -> Tensor:
-    r"""PyG's :obj:`(x * att).sum(dim=-1)` for node features :obj:`x` of
-    shape :obj:`[N, H, C]` and :obj:`att` of shape :obj:`[1, H, C]`: the
-    attention score of every node and head, as one matrix product with
-    :obj:`att` laid out block-diagonally (:obj:`[H * C, H]`), which reads
-    :obj:`x` once and forms no :obj:`[N, H, C]` product, forward or
-    backward. Under autocast, or for mixed dtypes, PyG's expression (whose
-    precision autocast keeps)."""
-    heads, channels = x.size(1), x.size(2)
+    r"""PyG's :obj:`(x * att[k]).sum(dim=-1)` for node features :obj:`x` of
+    shape :obj:`[N, H, C]` and each of the :obj:`K` rows of :obj:`att`
+    (:obj:`[K, H, C]`): the attention scores of every node and head,
+    :obj:`[N, K, H]`, from one pass over :obj:`x` that forms no
+    :obj:`[N, H, C]` product, forward or backward (the
+    :obj:`pyg_gat_ext::head_scores` op). Under autocast, or for mixed
+    dtypes, PyG's expression (whose precision autocast keeps)."""
     if (x.dtype != att.dtype or torch.is_autocast_enabled()
             or x.numel() == 0):
-        return (x * att).sum(dim=-1)
-    eye = torch.eye(heads, dtype=att.dtype, device=att.device)
-    block = (att.reshape(heads, channels, 1) * eye.unsqueeze(1)).reshape(
-        heads * channels, heads)
-    return x.reshape(-1, heads * channels) @ block
+        return (x.unsqueeze(1) * att).sum(dim=-1)
+    return torch.ops.pyg_gat_ext.head_scores(x, att)
 
 
 def combine_heads(out: Tensor, concat: bool, res: Optional[Tensor],
@@ -384,9 +380,16 @@ class GATConv(MessagePassing):
                 if x_dst is not None:
                     x_dst = self.lin_dst(x_dst).view(-1, H, C)
 
-        # Node-level attention scores of source and target nodes:
-        alpha_src = head_scores(x_src, self.att_src)
-        alpha_dst = None if x_dst is None else head_scores(x_dst, self.att_dst)
+        # Node-level attention scores of source and target nodes, in one
+        # pass over the features where they are the same:
+        if isinstance(x, Tensor) and self.lin is not None:
+            alpha = head_scores(x_src, torch.cat([self.att_src,
+                                                  self.att_dst]))
+            alpha_src, alpha_dst = alpha[:, 0], alpha[:, 1]
+        else:
+            alpha_src = head_scores(x_src, self.att_src)[:, 0]
+            alpha_dst = None if x_dst is None else head_scores(
+                x_dst, self.att_dst)[:, 0]
 
         use_fused = self._fused_in_script
         if not torch.jit.is_scripting():
