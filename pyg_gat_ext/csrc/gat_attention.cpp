@@ -116,16 +116,17 @@ Scores<scalar_t, acc_t> scores_of(const Inputs& in, double negative_slope) {
           in.heads, static_cast<acc_t>(negative_slope)};
 }
 
-// The raw scores z[k, h] of the gathered edges of `node`, which is their
-// target (`as_target`) or their source.
-template <int HT, typename scalar_t, typename acc_t>
+// The raw scores z[k, h] = own[h] + other[nbr[k] * stride + h] (+ the edge
+// score) of the gathered edges of a node: `own` is the node's score row
+// (a_dst[i] for a target, a_src[j] for a source) and `other` that of its
+// neighbours (a_src, or the targets' records of the pass over sources).
+template <int HT, typename scalar_t, typename acc_t, typename own_t,
+          typename other_t>
 void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
-                int64_t node, bool as_target) {
+                const own_t* own, const other_t* other, int64_t stride) {
   const int64_t H = HT > 0 ? HT : sc.heads;
-  const scalar_t* own = (as_target ? sc.a_dst : sc.a_src) + node * H;
-  const scalar_t* other = as_target ? sc.a_src : sc.a_dst;
   for (int64_t k = 0; k < ne.n; ++k) {
-    const scalar_t* o = other + ne.nbr[k] * H;
+    const other_t* o = other + ne.nbr[k] * stride;
     acc_t* z = ne.z.data() + k * H;
     for (int64_t h = 0; h < H; ++h)
       z[h] = static_cast<acc_t>(own[h]) + static_cast<acc_t>(o[h]);
@@ -136,14 +137,15 @@ void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
   }
 }
 
-// w[k, h] = alpha = exp(LeakyReLU(z[k, h]) - lse[h]) (before dropout), lse
-// being per head or, for `lse_rows`, the row of each gathered neighbour.
+// w[k, h] = alpha = exp(LeakyReLU(z[k, h]) - lse[nbr[k] * stride + h])
+// (before dropout): stride 0 for one target's own lse row, else the rows of
+// the gathered neighbours.
 template <int HT, typename scalar_t, typename acc_t>
 void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
-               const acc_t* lse, bool lse_rows) {
+               const acc_t* lse, int64_t stride) {
   const int64_t H = HT > 0 ? HT : sc.heads;
   for (int64_t k = 0; k < ne.n; ++k) {
-    const acc_t* l = lse_rows ? lse + ne.nbr[k] * H : lse;
+    const acc_t* l = lse + ne.nbr[k] * stride;
     const acc_t* z = ne.z.data() + k * H;
     acc_t* w = ne.w.data() + k * H;
     for (int64_t h = 0; h < H; ++h) w[h] = exp_approx(sc.leaky(z[h]) - l[h]);
@@ -232,7 +234,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
         if (pa) std::fill(pa + id * H, pa + (id + 1) * H, scalar_t(0));
       });
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, i, true);
+      raw_scores<HT>(sc, ne, sc.a_dst + i * H, sc.a_src, H);
       std::fill(sl.begin(), sl.end(), acc_t(0));
       softmax_weights<HT>(
           ne, H, [&](acc_t z) { return sc.leaky(z); }, drop, pl + i * H, pa,
@@ -368,8 +370,8 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       });
       ne.gather(graph, i, H, [](int64_t) {});
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, i, true);
-      attention<HT>(sc, ne, pl + i * H, false);
+      raw_scores<HT>(sc, ne, sc.a_dst + i * H, sc.a_src, H);
+      attention<HT>(sc, ne, pl + i * H, 0);
       std::fill(pn.begin(), pn.end(), acc_t(0));
       std::fill(sl.begin(), sl.end(), acc_t(0));
       std::fill(ex.begin(), ex.end(), acc_t(0));
@@ -420,6 +422,54 @@ void backward_target_stats(const Inputs& in, double negative_slope,
   });
 }
 
+// What the pass over sources reads of each edge's target i, packed into
+// one record per target: a_dst[i], lse[i] and D_i (3 H values in acc_t), at
+// a stride that keeps a record within as few cache lines as its size
+// allows (the next power of two below 64 bytes, else whole lines). Read
+// from three arrays they cost three gathered cache lines per edge; packed,
+// one or two.
+template <typename acc_t>
+struct TargetRecords {
+  at::Tensor data;  // Owns `first`.
+  const acc_t* first;
+  int64_t stride;  // In acc_t values.
+
+  const acc_t* at(int64_t i) const { return first + i * stride; }
+};
+
+template <typename scalar_t>
+TargetRecords<at::opmath_type<scalar_t>> pack_targets(
+    const Inputs& in, const at::Tensor& lse, const at::Tensor& delta) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t H = in.heads;
+  int64_t bytes = 3 * H * static_cast<int64_t>(sizeof(acc_t));
+  if (bytes < 64) {
+    int64_t p = 1;
+    while (p < bytes) p *= 2;
+    bytes = p;
+  } else {
+    bytes = (bytes + 63) / 64 * 64;
+  }
+  const int64_t stride = bytes / static_cast<int64_t>(sizeof(acc_t));
+  auto data = at::empty({in.num_dst, stride}, lse.options());
+  const scalar_t* pa = in.a_dst.data_ptr<scalar_t>();
+  const acc_t* pl = lse.data_ptr<acc_t>();
+  const acc_t* pd = delta.data_ptr<acc_t>();
+  acc_t* out = data.data_ptr<acc_t>();
+  parallel_for(0, in.num_dst, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      acc_t* r = out + i * stride;
+      for (int64_t h = 0; h < H; ++h) {
+        r[h] = static_cast<acc_t>(pa[i * H + h]);
+        r[H + h] = pl[i * H + h];
+        r[2 * H + h] = pd[i * H + h];
+      }
+      std::fill(r + 3 * H, r + stride, acc_t(0));
+    }
+  });
+  return {data, out, stride};
+}
+
 // Pass over sources: for source j, the attention of each edge (j -> i)
 // recomputed from a_dst[i], lse[i] (and the edge score), then grad_x_j =
 // sum_i u g_i and grad_a_src[j] (see above); `grad_edge`, if not null,
@@ -427,9 +477,9 @@ void backward_target_stats(const Inputs& in, double negative_slope,
 template <typename scalar_t, int HT>
 void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
-                            const scalar_t* grad_alpha, const at::Tensor& lse,
-                            const at::Tensor& delta, at::Tensor& grad_x,
-                            at::Tensor& grad_src,
+                            const scalar_t* grad_alpha,
+                            const TargetRecords<at::opmath_type<scalar_t>>& rec,
+                            at::Tensor& grad_x, at::Tensor& grad_src,
                             at::opmath_type<scalar_t>* grad_edge) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
@@ -438,8 +488,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   const scalar_t* x = in.x.data_ptr<scalar_t>();
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
   const int64_t row_bytes = H * C * sizeof(scalar_t);
-  const acc_t* pl = lse.data_ptr<acc_t>();
-  const acc_t* pd = delta.data_ptr<acc_t>();
+  const int64_t rec_bytes = 3 * H * sizeof(acc_t);
   scalar_t* px = grad_x.data_ptr<scalar_t>();
   acc_t* ps = grad_src.data_ptr<acc_t>();
 
@@ -451,9 +500,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
     for (int64_t j = j0; j < j1; ++j) {
       prefetch_ahead(graph, j, graph.ptr[j1], q, [&](int64_t p) {
         const int64_t i = graph.nbr_at(p);
-        prefetch(sc.a_dst + i * H);
-        prefetch(pl + i * H);
-        prefetch(pd + i * H);
+        prefetch_row(rec.at(i), rec_bytes);
         prefetch_row(go + i * H * C, row_bytes);
       });
       ne.gather(graph, j, H, [&](int64_t id) {
@@ -461,8 +508,8 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
           std::fill(grad_edge + id * H, grad_edge + (id + 1) * H, acc_t(0));
       });
       const int64_t n = ne.n;
-      raw_scores<HT>(sc, ne, j, false);
-      attention<HT>(sc, ne, pl, true);
+      raw_scores<HT>(sc, ne, sc.a_src + j * H, rec.at(0), rec.stride);
+      attention<HT>(sc, ne, rec.at(0) + H, rec.stride);
       const scalar_t* xj = x + j * H * C;
       std::fill(pn.begin(), pn.end(), acc_t(0));
       std::fill(t.begin(), t.end(), acc_t(0));
@@ -470,7 +517,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
         const int64_t i = ne.nbr[k];
         edge_factors<HT>(sc, drop, ne, k, grad_alpha, u.data(), v.data(),
                          e.data(), gu.data(), gv.data());
-        const acc_t* d = pd + i * H;
+        const acc_t* d = rec.at(i) + 2 * H;
         // gv stays zero without grad_alpha.
         for (int64_t h = 0; h < H; ++h) t[h] += gv[h] - e[h] * d[h];
         const scalar_t* gi = go + i * H * C;
@@ -597,7 +644,8 @@ gat_attention_backward_cpu(
           }
           backward_source_kernel<scalar_t, HT>(
               in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
-              grads.lse, delta, grad_x, grad_src, pge);
+              pack_targets<scalar_t>(in, grads.lse, delta), grad_x, grad_src,
+              pge);
         });
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),
