@@ -21,7 +21,10 @@ the CUDA allocator's peak, or the growth of the process's peak RSS on CPU);
 the graph's cached CSR/CSC grouping, built once per graph, is reported
 apart. The fused op's time alone (kernel_ms) is also set against its
 memory-bandwidth bound: the bytes it must move at least, at the measured
-copy bandwidth of the device's memory (fraction_of_bound = bound / time).
+copy bandwidth of the device's memory (fraction_of_bound = bound / time),
+and against plain gathers of the same rows by ``torch.index_select``
+(gather_ms; kernel_vs_gather = kernel time / gather time): the rows of
+random neighbours come from memory far below the copy bandwidth.
 """
 import argparse
 import csv
@@ -149,7 +152,34 @@ def kernel_bound(x, edge_index, conv, device, mode, reps=5):
         passes = 2
         node_bytes += num_nodes * 4 * row
     need = passes * num_edges * (row + index) + node_bytes
-    return ms, 1e3 * need / copy_bandwidth(device)
+    return ms, 1e3 * need / copy_bandwidth(device), gather_ms(
+        h, graph, passes, device, reps)
+
+
+#: Rows per index_select of gather_ms: its output buffer stays small.
+GATHER_CHUNK = 1 << 16
+
+
+def gather_ms(h, graph, passes, device, reps=5):
+    r"""Time of :obj:`passes` plain gathers of the rows that the fused op
+    gathers: :obj:`h`'s rows in the order of the grouping by target (the
+    forward), then, for each pass of the backward, rows of the same size in
+    the order of the grouping by source, then by target again, each by
+    :func:`torch.index_select` into a reused buffer of :obj:`GATHER_CHUNK`
+    rows. Random rows are fetched far below the copy bandwidth; this is the
+    practical floor that the copy-bandwidth bound leaves out (index_select
+    also writes the rows, which the op does not)."""
+    rows = h.detach().reshape(h.size(0), -1)
+    order = [graph.col, graph.row, graph.col][:passes]
+    buf = rows.new_empty(min(GATHER_CHUNK, graph.col.numel()), rows.size(1))
+
+    def run():
+        for index in order:
+            for chunk in index.split(GATHER_CHUNK):
+                torch.index_select(rows, 0, chunk, out=buf[:chunk.numel()])
+
+    run()
+    return time_ms(run, device, reps)[0]
 
 
 #: What a CSV cell holds for a step that ran out of device memory.
@@ -255,7 +285,7 @@ def main(argv=None):
                                         row['ours_peak_mib'])
             # The fused op alone against its bandwidth bound:
             try:
-                kernel_ms, bound_ms = kernel_bound(
+                kernel_ms, bound_ms, gathers_ms = kernel_bound(
                     x, edge_index, layers['ours'], device, mode,
                     args.reps)
             except torch.OutOfMemoryError:
@@ -267,6 +297,10 @@ def main(argv=None):
                                          round(bound_ms, 3))
             row['fraction_of_bound'] = ratio(row['bandwidth_bound_ms'],
                                              row['kernel_ms'])
+            row['gather_ms'] = (OOM if kernel_ms is None else
+                                round(gathers_ms, 3))
+            row['kernel_vs_gather'] = ratio(row['kernel_ms'],
+                                            row['gather_ms'])
             print(', '.join(f'{k}={v}' for k, v in row.items()
                             if k not in ('device', 'dtype')), flush=True)
             rows.append(row)
