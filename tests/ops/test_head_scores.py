@@ -59,7 +59,7 @@ def test_cpp_matches_reference(shape, dtype):
         grads = op_backward(grad, x, att)
     assert out.dtype == dtype and out.shape == expected.shape
     torch.testing.assert_close(out, expected, **TOL[dtype])
-    for got, want in zip(grads, expected_grads):
+    for got, want in zip(grads, expected_grads, strict=True):
         assert got.dtype == dtype and got.shape == want.shape
         torch.testing.assert_close(got, want, **TOL[dtype])
 
@@ -85,7 +85,7 @@ def test_result_does_not_depend_on_thread_count():
                 results.append(op_backward(grad, x, att))
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
 
 
