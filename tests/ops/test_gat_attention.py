@@ -78,6 +78,7 @@ CASES = [
     (6, 7, 0, 2, 2, 0, False, True, 0.0, None),  # Nothing at all.
     (30, 20, 400, 2, 8, 20, True, False, 0.2, 3),  # Degree > BLOCK_E.
     (12, 30, 25, 4, 16, 0, False, True, 0.0, None),  # Isolated targets.
+    (20, 16, 200, 8, 8, 16, True, True, 0.2, None),  # The 8-head kernels.
 ]
 
 
