@@ -111,7 +111,8 @@ def copy_bandwidth(device, reps=5):
 
 
 def kernel_bound(x, edge_index, conv, device, mode, reps=5):
-    r"""Time of the fused op alone and its bandwidth bound (ms): the bytes
+    r"""Time of the fused op alone, its bandwidth bound and the time of
+    plain gathers of its rows (:func:`gather_ms`), in ms. The bound: the bytes
     it must move at least are each edge's index entries and gathered source
     row of :obj:`H * C` features (forward), plus the gathered target
     gradient row (backward; GATv2 also gathers the source row again, GAT

@@ -1,7 +1,8 @@
 r"""DGL's GATConv on the workloads that benchmarks/peers/export.py wrote:
 the peer side of benchmarks/peers/run.py. Runs in DGL's own environment
-(DGL 2.1 with torch 2.2) and imports only torch, dgl and the standard
-library.
+(DGL 2.1 with torch 2.2) and imports only torch, dgl, the standard
+library and, by path, pyg_gat_ext/memory.py (torch and the standard library
+only).
 
 Each workload gets DGL layers with PyG's weights (lin.weight -> fc.weight,
 att_src -> attn_l, att_dst -> attn_r, bias -> bias) on a DGL graph with
@@ -22,9 +23,9 @@ output (atol 1e-4) before it is timed:
              as our layer builds its graph per step
 
 Times are the minimum and median over the reps in ms; peak memory is the
-growth of the process's peak RSS over one step (VmHWM after resetting it
-through /proc/self/clear_refs, as pyg_gat_ext/memory.py; empty where that
-cannot be read). The rows are written as CSV to --csv (else stdout).
+growth of the process's peak RSS over one step, measured by
+pyg_gat_ext/memory.py's peak_memory as on our side (empty where it cannot
+be read). The rows are written as CSV to --csv (else stdout).
 
     ../dgl-venv/bin/python benchmarks/peers/dgl_gat.py /tmp/peers \
         --csv /tmp/dgl.csv
@@ -32,12 +33,11 @@ cannot be read). The rows are written as CSV to --csv (else stdout).
 # The docstring above is also the text of --help: plain text, no reST.
 import argparse
 import csv
-import ctypes
 import gc
+import importlib.util
 import json
 import os.path as osp
 import platform
-import re
 import statistics
 import sys
 import time
@@ -119,26 +119,30 @@ def check(name, model, data):
     return float((out - c['out']).abs().max())
 
 
-def _rss_kib(key):
-    with open('/proc/self/status') as f:
-        return int(re.search(key + r':\s+(\d+)\s+kB', f.read()).group(1))
+def _load_memory():
+    # pyg_gat_ext/memory.py by path (it needs only torch and the standard
+    # library), so that both sides measure peak memory the same way without
+    # importing pyg_gat_ext, which this environment does not have.
+    path = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..',
+                    'pyg_gat_ext', 'memory.py')
+    spec = importlib.util.spec_from_file_location('_pyg_gat_ext_memory',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+memory = _load_memory()
 
 
 def peak_mib(step, *args):
-    r"""Runs :obj:`step(*args)` and returns its peak RSS growth in MiB
-    (None where /proc cannot tell): the peak is reset first, after handing
-    freed heap back to the OS."""
+    r"""Runs :obj:`step(*args)` and returns its peak memory in MiB (None
+    where it cannot be measured), as our benchmarks measure it
+    (pyg_gat_ext.memory.peak_memory)."""
     gc.collect()
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # VmHWM := VmRSS.
-        before = _rss_kib('VmRSS')
-    except (OSError, AttributeError):
+    with memory.peak_memory('cpu') as mem:
         step(*args)
-        return None
-    step(*args)
-    return round(max(0, _rss_kib('VmHWM') - before) / 1024, 1)
+    return None if mem.mib is None else round(mem.mib, 1)
 
 
 def timed(step, args):

@@ -71,11 +71,12 @@ gatv2_attention_backward_cpu(
     int64_t num_loops, bool remove_self_loops, double negative_slope,
     double dropout, const std::optional<at::Tensor>& seed);
 
-// dropout.cpp
+// head_scores.cpp
 at::Tensor head_scores_cpu(const at::Tensor& x, const at::Tensor& att);
 std::tuple<at::Tensor, at::Tensor> head_scores_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& att);
 
+// dropout.cpp
 at::Tensor dropout_cpu(const at::Tensor& x, double p,
                        const std::optional<at::Tensor>& seed);
 
