@@ -128,3 +128,25 @@ def load_script(*parts):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+#: Tolerances of a kernel against the reference, per dtype.
+KERNEL_TOL = {
+    torch.float64: dict(atol=1e-12, rtol=1e-12),
+    torch.float32: dict(atol=1e-4, rtol=1e-5),
+    torch.bfloat16: dict(atol=5e-2, rtol=2e-2),
+}
+
+
+def across_thread_counts(fn):
+    r"""The results of :obj:`fn()` with 1 thread and with as many as the
+    machine has (at least 2), the thread count restored after."""
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, max(threads, 2)):
+            torch.set_num_threads(n)
+            results.append(fn())
+    finally:
+        torch.set_num_threads(threads)
+    return results

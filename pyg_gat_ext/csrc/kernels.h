@@ -76,6 +76,12 @@ at::Tensor head_scores_cpu(const at::Tensor& x, const at::Tensor& att);
 std::tuple<at::Tensor, at::Tensor> head_scores_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& att);
 
+// linear.cpp
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
+                      double max_density);
+at::Tensor linear_weight_grad_cpu(const at::Tensor& grad, const at::Tensor& x,
+                                  double max_density);
+
 // dropout.cpp
 at::Tensor dropout_cpu(const at::Tensor& x, double p,
                        const std::optional<at::Tensor>& seed);

@@ -19,5 +19,7 @@ TORCH_LIBRARY_IMPL(pyg_gat_ext, CPU, m) {
   m.impl("gatv2_attention_backward", &gatv2_attention_backward_cpu);
   m.impl("head_scores", &head_scores_cpu);
   m.impl("head_scores_backward", &head_scores_backward_cpu);
+  m.impl("linear", &linear_cpu);
+  m.impl("linear_weight_grad", &linear_weight_grad_cpu);
   m.impl("dropout", &dropout_cpu);
 }

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
 from torch_geometric.typing import (
     Adj,
@@ -20,6 +19,7 @@ from torch_geometric.typing import (
 from pyg_gat_ext.nn import _fused, _normalize
 from pyg_gat_ext.nn._attention_weights import attention_weights
 from pyg_gat_ext.nn._checks import check_inputs, is_edge_list, with_counts
+from pyg_gat_ext.nn._linear import Linear
 from pyg_gat_ext.nn._normalize import gat_norm  # noqa: F401 (PyG's name)
 from pyg_gat_ext.nn._script import refuse_scripting_alone
 from pyg_gat_ext.nn._self_loops import csc_as_csr, message_passing_self_loops

@@ -88,6 +88,11 @@ SCHEMAS = {
     'head_scores_backward':
     'head_scores_backward(Tensor grad, Tensor x, Tensor att) -> '
     '(Tensor, Tensor)',
+    'linear':
+    'linear(Tensor x, Tensor weight, float max_density) -> Tensor',
+    'linear_weight_grad':
+    'linear_weight_grad(Tensor grad, Tensor x, float max_density) -> '
+    'Tensor',
     'dropout':
     'dropout(Tensor x, float p, Tensor? seed) -> Tensor',
 }
@@ -232,6 +237,16 @@ def _(grad, x, att):
     return torch.empty_like(x), torch.empty_like(att)
 
 
+@torch.library.register_fake('pyg_gat_ext::linear')
+def _(x, weight, max_density):
+    return x.new_empty(x.size(0), weight.size(0))
+
+
+@torch.library.register_fake('pyg_gat_ext::linear_weight_grad')
+def _(grad, x, max_density):
+    return x.new_empty(grad.size(1), x.size(1))
+
+
 @torch.library.register_fake('pyg_gat_ext::dropout')
 def _(x, p, seed):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -347,6 +362,27 @@ def _head_scores_grad(ctx, grad: Tensor):
 torch.library.register_autograd('pyg_gat_ext::head_scores',
                                 _head_scores_grad,
                                 setup_context=_setup_head_scores)
+
+
+def _setup_linear(ctx, inputs: Tuple, output: Tensor) -> None:
+    x, weight, ctx.max_density = inputs
+    ctx.save_for_backward(x, weight)
+
+
+def _linear_grad(ctx, grad: Tensor):
+    # grad_x is a dense product (the gradient has no zeros to skip);
+    # grad_weight skips the zeros of x again.
+    x, weight = ctx.saved_tensors
+    grad_x = grad_weight = None
+    if ctx.needs_input_grad[0]:
+        grad_x = grad.mm(weight)
+    if ctx.needs_input_grad[1]:
+        grad_weight = _op('linear_weight_grad')(grad, x, ctx.max_density)
+    return grad_x, grad_weight, None
+
+
+torch.library.register_autograd('pyg_gat_ext::linear', _linear_grad,
+                                setup_context=_setup_linear)
 
 
 def _setup_dropout(ctx, inputs: Tuple, output: Tensor) -> None:

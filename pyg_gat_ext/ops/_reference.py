@@ -170,6 +170,25 @@ def head_scores_backward(grad: Tensor, x: Tensor,
     return grad_x.to(x.dtype), grad_att.to(att.dtype)
 
 
+def linear(x: Tensor, weight: Tensor, max_density: float) -> Tensor:
+    r"""The layers' projection :obj:`x @ weight.T` of node features
+    :obj:`x` of shape :obj:`[N, K]` by a :obj:`[M, K]` weight, computed in
+    the op math type of :obj:`x`. The kernels skip the zero entries of
+    :obj:`x` where a sample of its rows holds at most :obj:`max_density`
+    non-zeros (which changes the result only by rounding); the reference
+    ignores :obj:`max_density`."""
+    acc = opmath(x.dtype)
+    return (x.to(acc) @ weight.to(acc).t()).to(x.dtype)
+
+
+def linear_weight_grad(grad: Tensor, x: Tensor,
+                       max_density: float) -> Tensor:
+    r"""The gradient of :func:`linear` with respect to its weight for
+    :obj:`grad` of shape :obj:`[N, M]`: :obj:`grad.T @ x`."""
+    acc = opmath(x.dtype)
+    return (grad.to(acc).t() @ x.to(acc)).to(x.dtype)
+
+
 def dropout(x: Tensor, p: float, seed: Optional[Tensor]) -> Tensor:
     r"""Dropout with a counter-based mask: element :obj:`k` of :obj:`x`
     (in row-major order) is kept, times :math:`1 / (1 - p)`, when

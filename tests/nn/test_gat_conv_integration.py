@@ -468,3 +468,42 @@ def test_both_paths_train_to_the_same_parameters(fused):
             opt.step()
     for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+@pytest.mark.parametrize('layer', ['GATConv', 'GATv2Conv'])
+def test_projection_skips_the_zeros_of_sparse_features(layer):
+    # Bag-of-words features (1 % non-zero, as Cora's): the projections go
+    # to pyg_gat_ext::linear, whose kernel multiplies the non-zeros only
+    # (no dense product), and the layer still matches PyG's, with PyG
+    # Linear's repr, hooks and class.
+    from torch.profiler import ProfilerActivity, profile
+    from torch_geometric.nn.dense.linear import Linear
+
+    import pyg_gat_ext
+    torch.manual_seed(0)
+    ref = getattr(pyg_nn, layer)(300, 4, heads=2)
+    ours = getattr(pyg_gat_ext, layer)(300, 4, heads=2)
+    ours.load_state_dict(ref.state_dict())
+    ref, ours = ref.double(), ours.double()
+    lins = [m for m in ours.modules() if isinstance(m, Linear)]
+    ref_lins = [m for m in ref.modules() if isinstance(m, Linear)]
+    assert [repr(m) for m in lins] == [repr(m) for m in ref_lins]
+    calls = []
+    lins[0].register_forward_hook(lambda *args: calls.append(args))
+    x = torch.rand(200, 300, dtype=torch.float64)
+    x = torch.where(torch.rand(200, 300) < 0.01, x, 0.0).requires_grad_()
+    edge_index = make_graph('random', 200, 200)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = ours(x, edge_index)
+    events = {e.key for e in prof.key_averages()}
+    assert 'pyg_gat_ext::linear' in events and 'aten::mm' not in events
+    assert len(calls) == 1
+    expected = ref(x, edge_index)
+    torch.testing.assert_close(out, expected, **TOL[torch.float64])
+    grad = torch.randn_like(out)
+    params = [p for _, p in sorted(ours.named_parameters())]
+    ref_params = [p for _, p in sorted(ref.named_parameters())]
+    for a, b in zip(torch.autograd.grad(out, [x] + params, grad),
+                    torch.autograd.grad(expected, [x] + ref_params, grad),
+                    strict=True):
+        torch.testing.assert_close(a, b, **TOL[torch.float64])

@@ -6,6 +6,7 @@ import torch
 
 from pyg_gat_ext.ops import _reference, use_backend
 from tests.conftest import backend_or_skip
+from tests.helpers import KERNEL_TOL, across_thread_counts
 
 op = torch.ops.pyg_gat_ext.head_scores
 op_backward = torch.ops.pyg_gat_ext.head_scores_backward
@@ -39,11 +40,7 @@ def test_reference_is_pygs_expression():
 # rows; no rows.
 SHAPES = [(300, 2, 4, 64), (97, 1, 3, 5), (1000, 2, 8, 8),
           (262_145, 1, 1, 3), (0, 2, 2, 4)]
-TOL = {
-    torch.float64: dict(atol=1e-12, rtol=1e-12),
-    torch.float32: dict(atol=1e-4, rtol=1e-5),
-    torch.bfloat16: dict(atol=5e-2, rtol=2e-2),
-}
+TOL = KERNEL_TOL
 
 
 @pytest.mark.parametrize('shape', SHAPES)
@@ -76,15 +73,8 @@ def test_result_does_not_depend_on_thread_count():
     # order, whatever the thread count.
     backend_or_skip('cpp', CPU)
     x, att, grad = _inputs(5000, 2, 4, 16, dtype=torch.float32)
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, max(threads, 2)):
-            torch.set_num_threads(n)
-            with use_backend('cpp'):
-                results.append(op_backward(grad, x, att))
-    finally:
-        torch.set_num_threads(threads)
+    with use_backend('cpp'):
+        results = across_thread_counts(lambda: op_backward(grad, x, att))
     for a, b in zip(*results, strict=True):
         assert torch.equal(a, b)
 
