@@ -73,7 +73,7 @@ CASES = [
     (7, 6, 40, 2, 3, 6, True, True, 0.0, None),  # Loops, skipped loops.
     (9, 9, 60, 1, 5, 0, False, False, 0.0, None),  # Plain softmax.
     (9, 9, 60, 3, 4, 9, True, False, 0.4, None),  # Dropout in the kernel.
-    (5, 8, 30, 2, 2, 5, True, True, 0.3, None),  # More targets.
+    (5, 8, 30, 10, 2, 5, True, True, 0.3, None),  # More targets, 8+2 heads.
     (4, 4, 0, 2, 2, 4, True, True, 0.0, None),  # No edges, loops only.
     (6, 7, 0, 2, 2, 0, False, True, 0.0, None),  # Nothing at all.
     (30, 20, 400, 2, 8, 20, True, False, 0.2, 3),  # Degree > BLOCK_E.
