@@ -70,6 +70,13 @@ Inputs check_inputs(const at::Tensor& x, const at::Tensor& a_src,
   return in;
 }
 
+// The rows per target of the forward's statistics `sums`, as
+// pyg_gat_ext.ops._reference.stats_slots: N_i alone where `out` holds O_i
+// exactly (its dtype is acc_t), else O_i in acc_t too.
+int64_t stats_slots(at::ScalarType dtype) {
+  return at::toOpMathType(dtype) == dtype ? 1 : 2;
+}
+
 // z > 0 ? a : b (NaN: b) by a bit mask: GCC compiles the select of a loop
 // over heads that it does not vectorise to a branch, which the signs of
 // scores, random, mispredict half the time; the mask costs a few integer
@@ -193,13 +200,15 @@ inline void add_slope_weights(acc_t* __restrict sum, const acc_t* __restrict a,
 // factors), then out[i] = sum_k w_k * x_{j_k}, prefetching the source rows
 // ahead. NaN scores make the whole row NaN, as in PyG. With `stats`, also
 // the statistics that spare the backward its gathering pass over targets
-// (see backward_target_stats): out[i] and its sum N over the edges with
-// z <= 0 (stats.sums, [N_dst, 2, H, C]) and sum_k alpha LeakyReLU'(z)
+// (see backward_target_stats): the sum N of out[i] over the edges with
+// z <= 0, after out[i] itself in acc_t where `out` rounds it (stats.sums,
+// [N_dst, slots, H, C], slots 1 or 2) and sum_k alpha LeakyReLU'(z)
 // (stats.slope_sum, [N_dst, H]), in acc_t.
 template <typename acc_t>
 struct Stats {
   acc_t* sums;  // nullptr without statistics.
   acc_t* slope_sum;
+  int64_t slots;
 };
 
 template <typename scalar_t, int HT>
@@ -252,7 +261,8 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
                                        ne.z.data() + k * H, x + ne.nbr[k] * HC,
                                        H, C);
         sum_rows(acc.data(), HC);
-        std::copy(acc.begin(), acc.end(), stats.sums + i * 2 * HC);
+        std::copy(acc.begin() + (2 - stats.slots) * HC, acc.end(),
+                  stats.sums + i * stats.slots * HC);
       } else {
         for (int64_t k = 0; k < n; ++k)
           add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
@@ -306,18 +316,19 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
     }
 }
 
-// D_i and grad_a_dst[i] from target i's sums: `sums` holds O_i and N_i
-// ([2, H, C]; see below), `slope_sum` sum_j alpha lk and `extra` the terms
-// of grad_alpha, sum_j u grad_alpha then sum_j v grad_alpha (null: none);
+// D_i and grad_a_dst[i] from target i's sums O_i and N_i ([H, C] each;
+// see below), `slope_sum` sum_j alpha lk and `extra` the terms of
+// grad_alpha, sum_j u grad_alpha then sum_j v grad_alpha (null: none);
 // `dt` holds 2 H values.
 template <int HT, typename scalar_t, typename acc_t>
-inline void target_grads(const scalar_t* g_i, const acc_t* sums,
-                         const acc_t* slope_sum, const acc_t* extra,
+inline void target_grads(const scalar_t* g_i, const acc_t* o_i,
+                         const acc_t* n_i, const acc_t* slope_sum,
+                         const acc_t* extra,
                          acc_t slope, int64_t heads, int64_t C, acc_t* d,
                          acc_t* grad_dst, acc_t* dt) {
   const int64_t H = HT > 0 ? HT : heads;
-  head_dots<HT>(dt, g_i, sums, H, C);              // <g_i, O_i>
-  head_dots<HT>(dt + H, g_i, sums + H * C, H, C);  // <g_i, N_i>
+  head_dots<HT>(dt, g_i, o_i, H, C);      // <g_i, O_i>
+  head_dots<HT>(dt + H, g_i, n_i, H, C);  // <g_i, N_i>
   for (int64_t h = 0; h < H; ++h) {
     d[h] = dt[h] + (extra ? extra[h] : acc_t(0));
     grad_dst[h] = dt[h] - (acc_t(1) - slope) * dt[H + h] +
@@ -388,37 +399,43 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                                      x + ne.nbr[k] * H * C, H, C);
       }
       sum_rows(pn.data(), H * C);
-      target_grads<HT>(go + i * H * C, pn.data(), sl.data(),
-                       grad_alpha ? ex.data() : nullptr, sc.slope, H, C,
+      target_grads<HT>(go + i * H * C, pn.data(), pn.data() + H * C,
+                       sl.data(), grad_alpha ? ex.data() : nullptr, sc.slope,
+                       H, C,
                        pd + i * H, pg + i * H, dots.data());
     }
   });
 }
 
 // The pass over targets from the forward's statistics (forward_kernel),
-// for a backward without grad_alpha: O_i and N_i are saved, and sum_j alpha
-// lk too, so D_i and grad_a_dst[i] take two dot products per head and no
-// gathered row, where backward_target_kernel gathers every edge's x_j and
-// a_src[j] again (as many rows as the forward).
+// for a backward without grad_alpha: N_i (and O_i, or the forward's `out`
+// where it equals O_i) and sum_j alpha lk are saved, so D_i and
+// grad_a_dst[i] take two dot products per head and no gathered row, where
+// backward_target_kernel gathers every edge's x_j and a_src[j] again (as
+// many rows as the forward).
 template <typename scalar_t, int HT>
 void backward_target_stats(const Inputs& in, double negative_slope,
                            const at::Tensor& grad_out, const at::Tensor& sums,
-                           const at::Tensor& slope_sum, at::Tensor& delta,
-                           at::Tensor& grad_dst) {
+                           const at::Tensor& out, const at::Tensor& slope_sum,
+                           at::Tensor& delta, at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
   const acc_t slope = static_cast<acc_t>(negative_slope);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
-  const acc_t* ps = sums.data_ptr<acc_t>();
+  // O_i and N_i: both in `sums` ([N, 2, H, C]), or O_i in `out` (acc_t).
+  const int64_t slots = sums.size(1);
+  const acc_t* pn = sums.data_ptr<acc_t>() + (slots - 1) * HC;
+  const acc_t* po = slots == 2 ? sums.data_ptr<acc_t>() : out.data_ptr<acc_t>();
+  const int64_t o_stride = slots == 2 ? 2 * HC : HC;
   const acc_t* psl = slope_sum.data_ptr<acc_t>();
   acc_t* pd = delta.data_ptr<acc_t>();
   acc_t* pg = grad_dst.data_ptr<acc_t>();
   parallel_for(0, in.num_dst, 1024, [&](int64_t i0, int64_t i1) {
     std::vector<acc_t> dots(2 * H);
     for (int64_t i = i0; i < i1; ++i)
-      target_grads<HT>(go + i * HC, ps + i * 2 * HC, psl + i * H,
-                       static_cast<const acc_t*>(nullptr), slope, H, C,
-                       pd + i * H, pg + i * H, dots.data());
+      target_grads<HT>(go + i * HC, po + i * o_stride, pn + i * slots * HC,
+                       psl + i * H, static_cast<const acc_t*>(nullptr), slope,
+                       H, C, pd + i * H, pg + i * H, dots.data());
   });
 }
 
@@ -564,14 +581,15 @@ gat_attention_cpu(const at::Tensor& x, const at::Tensor& a_src,
       forward_outputs(in, in.x, return_attention_weights);
   const int64_t rows = save_stats ? in.num_dst : 0;
   const auto acc_options = x.options().dtype(lse.scalar_type());
-  auto sums = at::empty({rows, 2, in.heads, in.channels}, acc_options);
+  const int64_t slots = stats_slots(x.scalar_type());
+  auto sums = at::empty({rows, slots, in.heads, in.channels}, acc_options);
   auto slope_sum = at::empty({rows, in.heads}, acc_options);
   dispatch_kernel(x.scalar_type(), in.heads, [&](auto t, auto ht) {
     using scalar_t = decltype(t);
     using acc_t = at::opmath_type<scalar_t>;
     const Stats<acc_t> stats{
         save_stats ? sums.data_ptr<acc_t>() : nullptr,
-        save_stats ? slope_sum.data_ptr<acc_t>() : nullptr};
+        save_stats ? slope_sum.data_ptr<acc_t>() : nullptr, slots};
     forward_kernel<scalar_t, decltype(ht)::value>(
         in, remove_self_loops, negative_slope, drop, out, lse, alpha,
         return_attention_weights, stats);
@@ -589,7 +607,8 @@ gat_attention_backward_cpu(
     int64_t num_loops, bool remove_self_loops, double negative_slope,
     double dropout, const std::optional<at::Tensor>& seed,
     const std::optional<at::Tensor>& out_sums,
-    const std::optional<at::Tensor>& slope_sum) {
+    const std::optional<at::Tensor>& slope_sum,
+    const std::optional<at::Tensor>& out) {
   const Inputs in = check_inputs(x, a_src, a_dst, edge_score, rowptr, col,
                                  csr_eid, colptr, row, csc_eid, num_loops);
   const Dropout drop(dropout, seed);
@@ -599,15 +618,25 @@ gat_attention_backward_cpu(
   // The forward's statistics, if given (they do not cover grad_alpha).
   const bool has_stats = out_sums.has_value() && out_sums->numel() > 0 &&
                          slope_sum.has_value() && slope_sum->numel() > 0;
-  at::Tensor sums, sl;
+  at::Tensor sums, sl, o;
   if (has_stats) {
+    const int64_t slots = stats_slots(x.scalar_type());
     TORCH_CHECK_VALUE(
         out_sums->sizes() ==
-                at::IntArrayRef({in.num_dst, 2, in.heads, in.channels}) &&
+                at::IntArrayRef({in.num_dst, slots, in.heads, in.channels}) &&
             slope_sum->sizes() == at::IntArrayRef({in.num_dst, in.heads}),
-        "gat_attention_backward: out_sums must be [N_dst, 2, H, C] and "
-        "slope_sum [N_dst, H] (got ",
-        out_sums->sizes(), " and ", slope_sum->sizes(), ")");
+        "gat_attention_backward: out_sums must be [N_dst, ", slots,
+        ", H, C] and slope_sum [N_dst, H] (got ", out_sums->sizes(), " and ",
+        slope_sum->sizes(), ")");
+    if (slots == 1) {
+      TORCH_CHECK_VALUE(
+          out.has_value() && out->scalar_type() == x.scalar_type() &&
+              out->sizes() ==
+                  at::IntArrayRef({in.num_dst, in.heads, in.channels}),
+          "gat_attention_backward: with one slot of out_sums, 'out' must be "
+          "the forward's output [N_dst, H, C] of x's dtype");
+      o = out->contiguous();
+    }
     TORCH_CHECK_TYPE(out_sums->scalar_type() == acc_type &&
                          slope_sum->scalar_type() == acc_type,
                      "gat_attention_backward: out_sums and slope_sum must be ",
@@ -635,8 +664,9 @@ gat_attention_backward_cpu(
         dispatch_heads(in.heads, [&](auto ht) {
           constexpr int HT = decltype(ht)::value;
           if (has_stats && !pga) {
-            backward_target_stats<scalar_t, HT>(
-                in, negative_slope, grads.grad_out, sums, sl, delta, grad_dst);
+            backward_target_stats<scalar_t, HT>(in, negative_slope,
+                                                grads.grad_out, sums, o, sl,
+                                                delta, grad_dst);
           } else {
             backward_target_kernel<scalar_t, HT>(
                 in, remove_self_loops, negative_slope, drop, grads.grad_out,

@@ -51,7 +51,8 @@ gat_attention_backward_cpu(
     int64_t num_loops, bool remove_self_loops, double negative_slope,
     double dropout, const std::optional<at::Tensor>& seed,
     const std::optional<at::Tensor>& out_sums,
-    const std::optional<at::Tensor>& slope_sum);
+    const std::optional<at::Tensor>& slope_sum,
+    const std::optional<at::Tensor>& out);
 
 // gatv2_attention.cpp
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gatv2_attention_cpu(

@@ -431,6 +431,12 @@ class GATConv(MessagePassing):
             out = self.propagate(edge_index, x=(x_src, x_dst), alpha=alpha,
                                  size=counts)
 
+        if (use_fused and self.concat and res is None and self.bias is None
+                and out.requires_grad):
+            # The fused backward reads the op's output (its sums O_i): the
+            # layer would return it as is, so a copy lets the caller change
+            # the layer's output in place, as PyG's allows.
+            out = out.clone()
         out = combine_heads(out, self.concat, res, self.bias)
 
         if isinstance(return_attention_weights, bool):

@@ -67,7 +67,7 @@ SCHEMAS = {
     'Tensor rowptr, Tensor col, Tensor csr_eid, Tensor colptr, Tensor row, '
     'Tensor csc_eid, SymInt num_loops, bool remove_self_loops, '
     'float negative_slope, float dropout, Tensor? seed, '
-    'Tensor? out_sums=None, Tensor? slope_sum=None) -> '
+    'Tensor? out_sums=None, Tensor? slope_sum=None, Tensor? out=None) -> '
     '(Tensor, Tensor, Tensor, Tensor)',
     'gatv2_attention':
     'gatv2_attention(Tensor x_src, Tensor x_dst, Tensor att, '
@@ -215,7 +215,9 @@ def _gat_attention_fake(*args, save_stats=False):
     x, rowptr = args[0], args[4]
     rows = rowptr.size(0) - 1 if save_stats else 0
     acc = _reference.opmath(x.dtype)
-    return outputs + (x.new_empty(rows, 2, x.size(1), x.size(2), dtype=acc),
+    slots = _reference.stats_slots(x.dtype)
+    return outputs + (x.new_empty(rows, slots, x.size(1), x.size(2),
+                                  dtype=acc),
                       x.new_empty(rows, x.size(1), dtype=acc))
 
 
@@ -310,12 +312,16 @@ def _setup_attention(ctx, inputs: Tuple, output: Tuple) -> None:
     # Everything the backward op takes after its two gradient-side inputs
     # (grad_out, grad_alpha, then the four tensors, lse, the graph, ...);
     # the two attention ops lay out their arguments alike, and GAT's
-    # statistics (outputs 3 and 4, if any) go last.
+    # statistics (outputs 3 and 4, if any) go last, followed by `out` where
+    # they leave it out (one slot: see _reference.gat_attention_stats).
+    stats = tuple(output[3:])
+    if stats and stats[0].numel() > 0 and stats[0].size(1) == 1:
+        stats += (output[0], )
     ctx.save_for_backward(*inputs[:4], output[1], *inputs[4:10], inputs[14],
-                          *output[3:])
+                          *stats)
     ctx.params = inputs[10:14]  # num_loops ... dropout
     ctx.has_alpha = output[2].numel() > 0
-    ctx.num_stats = len(output) - 3
+    ctx.num_stats = len(stats)
     # An unused output's gradient comes as None, not zeros: a gradient of
     # the weights only where a loss reaches them (GAT's backward can use its
     # statistics only without one).

@@ -325,10 +325,13 @@ def gat_attention_stats(x: Tensor, a_src: Tensor, a_dst: Tensor,
     r"""The statistics of :func:`gat_attention` that let a backward skip
     its pass over every edge by target (the C++ kernels use them; a
     gradient of the attention weights still takes that pass): per target
-    and head, :obj:`out_sums` :obj:`[N_dst, 2, H, C]`, :math:`\mathrm{out}_i`
-    and its sum over the edges whose raw score :math:`z` is not positive,
+    and head, :obj:`out_sums` :obj:`[N_dst, S, H, C]`, the sum over the
+    edges whose raw score :math:`z` is not positive,
     :math:`N_i = \sum_{j: z_{ji} \le 0} \alpha_{ji} \delta_{ji} x_j` (NaN
-    counting as not positive), and :obj:`slope_sum` :obj:`[N_dst, H]`,
+    counting as not positive), after :math:`\mathrm{out}_i` itself where
+    :obj:`out` is rounded (half precision: :obj:`S = 2`, see
+    :func:`stats_slots`; else :obj:`S = 1` and the backward takes
+    :obj:`out`), and :obj:`slope_sum` :obj:`[N_dst, H]`,
     :math:`\sum_j \alpha_{ji} \mathrm{LeakyReLU}'(z_{ji})`, both in the
     accumulator type of :obj:`x`. Without :obj:`save_stats`, empty tensors
     with no rows."""
@@ -340,10 +343,19 @@ def gat_attention_stats(x: Tensor, a_src: Tensor, a_dst: Tensor,
                        dropout, seed)
 
 
+def stats_slots(dtype: torch.dtype) -> int:
+    r"""The rows per target of :func:`gat_attention_stats`'s
+    :obj:`out_sums` for features of :obj:`dtype`: :math:`N_i` alone where
+    :obj:`out` is exact in the accumulator type (float32, float64), else
+    :math:`\mathrm{out}_i` unrounded too."""
+    return 1 if opmath(dtype) == dtype else 2
+
+
 def _no_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
     # The statistics without `save_stats`: no rows.
     acc = opmath(x.dtype)
-    return (x.new_zeros(0, 2, x.size(1), x.size(2), dtype=acc),
+    return (x.new_zeros(0, stats_slots(x.dtype), x.size(1), x.size(2),
+                        dtype=acc),
             x.new_zeros(0, x.size(1), dtype=acc))
 
 
@@ -357,9 +369,10 @@ def _edge_stats(x: Tensor, edges: Tuple, lse: Tensor, num_dst: int,
     weight = alpha * _gat_dropout(eid, x.size(1), dropout, seed, alpha)
     rows = weight.unsqueeze(-1) * x.to(acc).index_select(0, src)
     negative = rows.masked_fill((z > 0).unsqueeze(-1), 0.0)
-    out_sums = x.new_zeros(num_dst, 2, x.size(1), x.size(2),
-                           dtype=acc).index_add_(
-                               0, dst, torch.stack([rows, negative], dim=1))
+    sums = [rows, negative][2 - stats_slots(x.dtype):]
+    out_sums = x.new_zeros(num_dst, len(sums), x.size(1), x.size(2),
+                           dtype=acc).index_add_(0, dst,
+                                                 torch.stack(sums, dim=1))
     slope_sum = segment_sum(alpha * _leaky_derivative(z, negative_slope),
                             dst, num_dst, 0)
     return out_sums, slope_sum
@@ -404,7 +417,8 @@ def gat_attention_backward(
     rowptr: Tensor, col: Tensor, csr_eid: Tensor, colptr: Tensor,
     row: Tensor, csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
     negative_slope: float, dropout: float, seed: Optional[Tensor],
-    out_sums: Optional[Tensor] = None, slope_sum: Optional[Tensor] = None
+    out_sums: Optional[Tensor] = None, slope_sum: Optional[Tensor] = None,
+    out: Optional[Tensor] = None
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Gradients of :func:`gat_attention`'s :obj:`out` (and of its
     weights, if :obj:`grad_alpha` is given, by edge id) with respect to
@@ -422,7 +436,7 @@ def gat_attention_backward(
     which is summed per target for :obj:`a_dst`, per source for
     :obj:`a_src`; :math:`\partial L / \partial x_j = \sum_i \alpha_{ji}
     \delta_{ji} g_i`. The forward's statistics (:func:`gat_attention_stats`)
-    are for the kernels; this computes without them.
+    and :obj:`out` are for the kernels; this computes without them.
     """
     src, dst, eid, valid, z, e = _gat_edges(a_src, a_dst, edge_score, rowptr,
                                             col, csr_eid, num_loops,

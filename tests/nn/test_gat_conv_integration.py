@@ -507,3 +507,20 @@ def test_projection_skips_the_zeros_of_sparse_features(layer):
                     torch.autograd.grad(expected, [x] + ref_params, grad),
                     strict=True):
         torch.testing.assert_close(a, b, **TOL[torch.float64])
+
+
+@pytest.mark.parametrize('bias', [False, True])
+def test_output_can_be_modified_in_place(bias):
+    # The fused backward reads its forward's output (O_i): the layer must
+    # still hand out a tensor the caller may change in place, as PyG's.
+    ref, ours = make_layers(8, 4, torch.float32, torch.device('cpu'),
+                            heads=2, bias=bias)
+    x = torch.randn(30, 8, requires_grad=True)
+    edge_index = make_graph('random', 30, 30)
+    grads = []
+    for conv in (ref, ours):
+        out = conv(x, edge_index)
+        out.relu_()
+        grads.append(torch.autograd.grad(out.sum(), [x, conv.att_src]))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, **TOL[torch.float32])

@@ -382,14 +382,15 @@ def gat_attention_backward_launches(
     col: Tensor, csr_eid: Tensor, colptr: Tensor, row: Tensor,
     csc_eid: Tensor, num_loops: int, remove_self_loops: bool,
     negative_slope: float, dropout: float, seed: Optional[Tensor],
-    out_sums: Optional[Tensor] = None, slope_sum: Optional[Tensor] = None
+    out_sums: Optional[Tensor] = None, slope_sum: Optional[Tensor] = None,
+    out: Optional[Tensor] = None
 ) -> Tuple[List[Launch], Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]]:
     r"""The launches of :func:`_gat_bwd_dst` then :func:`_gat_bwd_src` for
-    the op's arguments (the C++ kernels' statistics :obj:`out_sums` and
-    :obj:`slope_sum` unused), and the buffers they write: :obj:`grad_x`, the
-    score gradients of the sources and targets (in the accumulator type),
-    and the per-edge score gradients when there are edge scores (else
-    :obj:`None`)."""
+    the op's arguments (the C++ kernels' statistics :obj:`out_sums`,
+    :obj:`slope_sum` and :obj:`out` unused), and the buffers they write:
+    :obj:`grad_x`, the score gradients of the sources and targets (in the
+    accumulator type), and the per-edge score gradients when there are edge
+    scores (else :obj:`None`)."""
     (x, a_src, a_dst, lse, rowptr, col, csr_eid, colptr, row,
      csc_eid) = _dense(x, a_src, a_dst, lse, rowptr, col, csr_eid, colptr,
                        row, csc_eid)
