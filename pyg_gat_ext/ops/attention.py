@@ -377,8 +377,10 @@ def launch(x: Tensor, a_src: Tensor, a_dst: Optional[Tensor],
     common dtype and layout are made. Where a gradient will be taken and
     the C++ kernels run, the op also saves the statistics that spare its
     backward a pass over the edges (see ``gat_attention_stats`` in
-    :mod:`pyg_gat_ext.ops._reference`). TorchScript-compatible: the
-    layer's scripted fused path calls it."""
+    :mod:`pyg_gat_ext.ops._reference`); in float32 and float64 the
+    backward then reads :obj:`out` too, so changing :obj:`out` in place
+    before it raises autograd's error. TorchScript-compatible: the layer's
+    scripted fused path calls it."""
     if a_dst is None:
         a_dst = x.new_zeros(graph[0].numel() - 1, x.size(1))
     save_stats = x.device.type == 'cpu' and torch.is_grad_enabled() and (
