@@ -6,8 +6,16 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace pyg_gat_ext {
+
+// The unsigned integer type of T's size (2, 4 or 8 bytes): T's bits, for
+// tests and selects on them that vectorise where float operations do not.
+template <typename T>
+using bits_of = std::conditional_t<
+    sizeof(T) == 2, uint16_t,
+    std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
 
 // exp(x) for float, branch-free so that loops over it vectorise: Cody-Waite
 // range reduction x = n ln2 + r and a degree-6 polynomial for exp(r) (about

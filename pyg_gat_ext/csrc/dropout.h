@@ -14,8 +14,10 @@
 
 namespace pyg_gat_ext {
 
-// MurmurHash3's 32-bit finaliser.
-inline uint32_t fmix32(uint32_t h) {
+// MurmurHash3's 32-bit finaliser, of one uint32_t or lane-wise of a GCC
+// vector of them.
+template <typename T>
+inline T fmix32(T h) {
   h ^= h >> 16;
   h *= 0x85EBCA6Bu;
   h ^= h >> 13;
@@ -80,15 +82,8 @@ struct Dropout {
     const acc_t kept = static_cast<acc_t>(scale);
     for (int64_t h0 = 0; h0 < heads; h0 += 8) {
       const uint32_t b = static_cast<uint32_t>(h0);
-      u32x8 h = u32x8{b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7} *
-                0x9E3779B9u;
-      h ^= e;  // fmix32, lane-wise:
-      h ^= h >> 16;
-      h *= 0x85EBCA6Bu;
-      h ^= h >> 13;
-      h *= 0xC2B2AE35u;
-      h ^= h >> 16;
-      h >>= 8;
+      const u32x8 h = fmix32(u32x8{b, b + 1, b + 2, b + 3, b + 4, b + 5,
+                                   b + 6, b + 7} * 0x9E3779B9u ^ e) >> 8;
       const int64_t lanes = std::min<int64_t>(8, heads - h0);
       for (int64_t l = 0; l < lanes; ++l)
         f[h0 + l] = h[l] >= t ? kept : acc_t(0);

@@ -83,7 +83,7 @@ int64_t stats_slots(at::ScalarType dtype) {
 // operations and never a misprediction.
 template <typename acc_t>
 inline acc_t if_positive(acc_t z, acc_t a, acc_t b) {
-  using bits_t = std::conditional_t<sizeof(acc_t) == 8, uint64_t, uint32_t>;
+  using bits_t = bits_of<acc_t>;
   const bits_t m = bits_t(0) - static_cast<bits_t>(z > acc_t(0));
   bits_t ua, ub;
   std::memcpy(&ua, &a, sizeof(acc_t));

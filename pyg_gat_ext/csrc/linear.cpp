@@ -64,10 +64,7 @@ void check_inputs(const char* op, const at::Tensor& x, const at::Tensor& other,
 // scan needs to be).
 template <typename scalar_t>
 inline uint32_t nonzero_bits(const scalar_t* x) {
-  using bits_t = std::conditional_t<
-      sizeof(scalar_t) == 2, uint16_t,
-      std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>>;
-  static_assert(sizeof(bits_t) == sizeof(scalar_t));
+  using bits_t = bits_of<scalar_t>;
   constexpr bits_t kMask = static_cast<bits_t>(~bits_t(0) >> 1);
 #if defined(__AVX512F__)
   if constexpr (sizeof(scalar_t) == 4) {
@@ -130,9 +127,7 @@ bool sparse_enough(const at::Tensor& x, double max_density) {
 // boolean tensor first and took 1.9 ms for 1.3M floats).
 template <typename scalar_t>
 bool all_finite(const at::Tensor& t) {
-  using bits_t = std::conditional_t<
-      sizeof(scalar_t) == 2, uint16_t,
-      std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>>;
+  using bits_t = bits_of<scalar_t>;
   constexpr bits_t kExponent =
       std::is_same_v<scalar_t, at::Half>       ? bits_t(0x7C00u)
       : std::is_same_v<scalar_t, at::BFloat16> ? bits_t(0x7F80u)
