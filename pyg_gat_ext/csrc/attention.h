@@ -345,6 +345,75 @@ inline GradInputs check_grads(const char* op, const GraphInputs& g,
   return in;
 }
 
+// The loops of softmax_weights over a node's [n, H] scores: for a head
+// count known at compile time, one vector (lanes_t) per edge; GCC had left
+// them scalar, about 15 instructions per head and edge for the maximum
+// alone. `score` takes a value or such a vector.
+//
+// m[h] = max_k score(z[k, h]) and nan[h] = the number of NaN scores.
+template <int HT, typename acc_t, typename S>
+void score_max(const acc_t* __restrict z, int64_t n, int64_t heads,
+               const S& score, acc_t* __restrict m, acc_t* __restrict nan) {
+  const int64_t H = HT > 0 ? HT : heads;
+  if constexpr (HT > 0) {
+    using V = lanes_t<acc_t, HT>;
+    V mv = V{} - std::numeric_limits<acc_t>::infinity(), nv = V{};
+    for (int64_t k = 0; k < n; ++k) {
+      const V e = score(load_lanes<HT>(z + k * HT));
+      mv = e > mv ? e : mv;
+      nv += e != e ? V{} + 1 : V{};
+    }
+    store_lanes<HT>(m, mv);
+    store_lanes<HT>(nan, nv);
+    return;
+  }
+  std::fill(m, m + H, -std::numeric_limits<acc_t>::infinity());
+  std::fill(nan, nan + H, acc_t(0));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t e = score(z[k * H + h]);
+      m[h] = std::max(m[h], e);
+      nan[h] += e != e ? acc_t(1) : acc_t(0);
+    }
+}
+
+// w[k, h] = exp(score(z[k, h]) - ref[h]) and their sums s[h].
+template <int HT, typename acc_t, typename S>
+void score_exp(const acc_t* __restrict z, int64_t n, int64_t heads,
+               const S& score, const acc_t* __restrict ref,
+               acc_t* __restrict w, acc_t* __restrict s) {
+  const int64_t H = HT > 0 ? HT : heads;
+  if constexpr (HT > 0) {
+    using V = lanes_t<acc_t, HT>;
+    const V r = load_lanes<HT>(ref);
+    V sv{};
+    for (int64_t k = 0; k < n; ++k) {
+      const V e = exp_lanes<HT, acc_t>(score(load_lanes<HT>(z + k * HT)) - r);
+      store_lanes<HT>(w + k * HT, e);
+      sv += e;
+    }
+    store_lanes<HT>(s, sv);
+    return;
+  }
+  std::fill(s, s + H, acc_t(0));
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t h = 0; h < H; ++h) {
+      w[k * H + h] = exp_approx(score(z[k * H + h]) - ref[h]);
+      s[h] += w[k * H + h];
+    }
+}
+
+// w[h] *= f[h].
+template <int HT, typename acc_t>
+inline void scale_heads(acc_t* __restrict w, const acc_t* __restrict f,
+                        int64_t heads) {
+  if constexpr (HT > 0) {
+    store_lanes<HT>(w, load_lanes<HT>(w) * load_lanes<HT>(f));
+  } else {
+    for (int64_t h = 0; h < heads; ++h) w[h] *= f[h];
+  }
+}
+
 // The forward softmax of one target's gathered edges: with e = score(z)
 // for the stored z[k, h], lse[h] = log sum_k exp e (saved; -inf without
 // edges) and w[k, h] = exp(e - lse[h]) times the dropout factor of the
@@ -360,42 +429,26 @@ void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
   acc_t* m = scratch;
   acc_t* s = scratch + H;
   acc_t* f = scratch + 2 * H;
-  std::fill(m, m + H, -inf);
-  std::fill(s, s + H, acc_t(0));  // NaN flags, then sums.
-  for (int64_t k = 0; k < n; ++k) {
-    const acc_t* z = ne.z.data() + k * H;
-    for (int64_t h = 0; h < H; ++h) {
-      const acc_t e = score(z[h]);
-      m[h] = std::max(m[h], e);
-      s[h] += e != e ? acc_t(1) : acc_t(0);
-    }
-  }
+  score_max<HT>(ne.z.data(), n, H, score, m, s);  // s: NaN counts.
   for (int64_t h = 0; h < H; ++h) {
     // The reference point of the exponentials; NaN makes all NaN.
     lse[h] = s[h] > acc_t(0) ? s[h] * std::numeric_limits<acc_t>::quiet_NaN()
              : m[h] == -inf  ? acc_t(0)
                              : m[h];
-    s[h] = acc_t(0);
   }
-  for (int64_t k = 0; k < n; ++k) {
-    const acc_t* z = ne.z.data() + k * H;
-    acc_t* w = ne.w.data() + k * H;
-    for (int64_t h = 0; h < H; ++h) {
-      w[h] = exp_approx(score(z[h]) - lse[h]);
-      s[h] += w[h];
-    }
-  }
+  score_exp<HT>(ne.z.data(), n, H, score, static_cast<const acc_t*>(lse),
+                ne.w.data(), s);
   for (int64_t h = 0; h < H; ++h) {
     lse[h] = s[h] == acc_t(0) ? -inf : lse[h] + std::log(s[h]);
     s[h] = acc_t(1) / s[h];
   }
   for (int64_t k = 0; k < n; ++k) {
     acc_t* w = ne.w.data() + k * H;
-    for (int64_t h = 0; h < H; ++h) w[h] *= s[h];
+    scale_heads<HT>(w, static_cast<const acc_t*>(s), H);
     on_alpha(k, static_cast<const acc_t*>(w));
     if (drop.active) {
       drop.factors(ne.id[k], H, f);
-      for (int64_t h = 0; h < H; ++h) w[h] *= f[h];
+      scale_heads<HT>(w, static_cast<const acc_t*>(f), H);
     }
     if (weights)
       for (int64_t h = 0; h < H; ++h)
@@ -403,21 +456,58 @@ void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
   }
 }
 
+// acc[h, c] += w[h] * row[h, c] for float rows whose head width C is a
+// multiple of L, L lanes at a time in explicit vectors (see
+// add_weighted_row), into the second [H, C] block of `acc` for the heads
+// with !(z[h] > 0) where `z` is given.
+template <int L, int HT>
+inline void add_weighted_lanes(float* __restrict acc, const float* w,
+                               const float* __restrict row, int64_t heads,
+                               int64_t C, const float* z) {
+  using V = lanes_t<float, L>;
+  const int64_t H = HT > 0 ? HT : heads;
+  for (int64_t h = 0; h < H; ++h) {
+    float* __restrict ah = acc + (z && !(z[h] > 0.0f) ? H * C : 0) + h * C;
+    const float* __restrict rh = row + h * C;
+    const V wh = V{} + w[h];
+    for (int64_t c = 0; c < C; c += L)
+      store_lanes<L>(ah + c, load_lanes<L>(ah + c) + wh * load_lanes<L>(rh + c));
+  }
+}
+
 // acc[h, c] += w[h] * row[h, c]: a gathered [H, C] row weighted per head.
-// `acc` aliases neither `w` nor `row`, so the loop over c is vectorised
-// without a run-time overlap check and a scalar copy (this loop is
-// instantiated more than any other: less code, faster to compile).
+// With `z` (the edge's raw scores), `acc` holds two [H, C] blocks and row
+// h goes to the first where z[h] > 0, to the second elsewhere (NaN too).
+// `acc` aliases neither `w` nor `row`. Float rows whose head width C is a
+// multiple of 8 take 16 or 8 lanes at a time in explicit vectors: the
+// compiler's own vectorisation of the loop over a run-time C (several
+// versions and a remainder per head) cost about a third of the forward at
+// C = 8, a common width. Each lane adds its terms in edge order either
+// way.
 template <int HT, typename scalar_t, typename acc_t>
 inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
                              const scalar_t* __restrict row, int64_t heads,
-                             int64_t C) {
+                             int64_t C, const acc_t* z = nullptr) {
   const int64_t H = HT > 0 ? HT : heads;
+  if constexpr (std::is_same_v<scalar_t, float> &&
+                std::is_same_v<acc_t, float>) {
+    if (C % 16 == 0) return add_weighted_lanes<16, HT>(acc, w, row, H, C, z);
+    if (C % 8 == 0) return add_weighted_lanes<8, HT>(acc, w, row, H, C, z);
+  }
   for (int64_t h = 0; h < H; ++h) {
-    acc_t* __restrict ah = acc + h * C;
+    acc_t* __restrict ah =
+        acc + (z && !(z[h] > acc_t(0)) ? H * C : 0) + h * C;
     const scalar_t* __restrict rh = row + h * C;
     const acc_t wh = w[h];
     for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
   }
+}
+
+// acc[c] += acc[HC + c]: the two blocks of add_weighted_row's `acc` summed
+// into the first.
+template <typename acc_t>
+inline void sum_blocks(acc_t* __restrict acc, int64_t HC) {
+  for (int64_t c = 0; c < HC; ++c) acc[c] += acc[HC + c];
 }
 
 }  // namespace attention

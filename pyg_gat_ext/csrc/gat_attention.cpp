@@ -94,6 +94,18 @@ inline acc_t if_positive(acc_t z, acc_t a, acc_t b) {
   return out;
 }
 
+// LeakyReLU of a value or lane-wise of a vector (lanes_t): exactly z or
+// z * slope, NaN preserved; branch-free for a value, so that loops over
+// heads vectorise.
+template <typename V, typename acc_t>
+inline V leaky_relu(V z, acc_t slope) {
+  if constexpr (std::is_arithmetic_v<V>) {
+    return std::max(z, acc_t(0)) + slope * std::min(z, acc_t(0));
+  } else {
+    return z > acc_t(0) ? z : z * slope;
+  }
+}
+
 // The score of edge (j -> i) with id `id` for head h, before the LeakyReLU.
 template <typename scalar_t, typename acc_t>
 struct Scores {
@@ -109,11 +121,6 @@ struct Scores {
     if (edge_score) z += static_cast<acc_t>(edge_score[id * heads + h]);
     return z;
   }
-  // Branch-free (so that loops over heads vectorise), exactly z or
-  // z * slope, NaN preserved.
-  acc_t leaky(acc_t z) const {
-    return std::max(z, acc_t(0)) + slope * std::min(z, acc_t(0));
-  }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -127,11 +134,24 @@ Scores<scalar_t, acc_t> scores_of(const Inputs& in, double negative_slope) {
 // score) of the gathered edges of a node: `own` is the node's score row
 // (a_dst[i] for a target, a_src[j] for a source) and `other` that of its
 // neighbours (a_src, or the targets' records of the pass over sources).
+// One vector per edge (as softmax_weights' loops) for a head count known at
+// compile time, where all are of the op math type.
 template <int HT, typename scalar_t, typename acc_t, typename own_t,
           typename other_t>
 void raw_scores(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
                 const own_t* own, const other_t* other, int64_t stride) {
   const int64_t H = HT > 0 ? HT : sc.heads;
+  if constexpr (HT > 0 && std::is_same_v<own_t, acc_t> &&
+                std::is_same_v<other_t, acc_t> &&
+                std::is_same_v<scalar_t, acc_t>) {
+    const auto ov = load_lanes<HT>(own);
+    for (int64_t k = 0; k < ne.n; ++k) {
+      auto z = ov + load_lanes<HT>(other + ne.nbr[k] * stride);
+      if (sc.edge_score) z += load_lanes<HT>(sc.edge_score + ne.id[k] * HT);
+      store_lanes<HT>(ne.z.data() + k * HT, z);
+    }
+    return;
+  }
   for (int64_t k = 0; k < ne.n; ++k) {
     const other_t* o = other + ne.nbr[k] * stride;
     acc_t* z = ne.z.data() + k * H;
@@ -155,33 +175,15 @@ void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
     const acc_t* l = lse + ne.nbr[k] * stride;
     const acc_t* z = ne.z.data() + k * H;
     acc_t* w = ne.w.data() + k * H;
-    for (int64_t h = 0; h < H; ++h) w[h] = exp_approx(sc.leaky(z[h]) - l[h]);
+    if constexpr (HT > 0) {
+      store_lanes<HT>(w, exp_lanes<HT, acc_t>(
+                             leaky_relu(load_lanes<HT>(z), sc.slope) -
+                             load_lanes<HT>(l)));
+    } else {
+      for (int64_t h = 0; h < H; ++h)
+        w[h] = exp_approx(leaky_relu(z[h], sc.slope) - l[h]);
+    }
   }
-}
-
-// add_weighted_row (attention.h) for `acc` holding two [H, C] blocks, then
-// (sum_rows) their sum in the first: row h goes to the first block where
-// z[h] > 0 and to the second elsewhere (NaN too, which LeakyReLU' takes to
-// `slope`), so that one weighted row per edge gives both the sum of all
-// rows and the sum N of those that the LeakyReLU derivative weights by
-// `slope` rather than by 1.
-template <int HT, typename scalar_t, typename acc_t>
-inline void add_weighted_row_by_sign(acc_t* __restrict acc, const acc_t* w,
-                                     const acc_t* z,
-                                     const scalar_t* __restrict row,
-                                     int64_t heads, int64_t C) {
-  const int64_t H = HT > 0 ? HT : heads;
-  for (int64_t h = 0; h < H; ++h) {
-    acc_t* __restrict ah = acc + (z[h] > acc_t(0) ? 0 : H * C) + h * C;
-    const scalar_t* __restrict rh = row + h * C;
-    const acc_t wh = w[h];
-    for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);
-  }
-}
-
-template <typename acc_t>
-inline void sum_rows(acc_t* __restrict acc, int64_t HC) {
-  for (int64_t c = 0; c < HC; ++c) acc[c] += acc[HC + c];
 }
 
 // sum[h] += a[h] LeakyReLU'(z[h]).
@@ -189,9 +191,14 @@ template <int HT, typename acc_t>
 inline void add_slope_weights(acc_t* __restrict sum, const acc_t* __restrict a,
                               const acc_t* __restrict z, acc_t slope,
                               int64_t heads) {
-  const int64_t H = HT > 0 ? HT : heads;
-  for (int64_t h = 0; h < H; ++h)
-    sum[h] += a[h] * if_positive(z[h], acc_t(1), slope);
+  if constexpr (HT > 0) {
+    using V = lanes_t<acc_t, HT>;
+    const V lk = load_lanes<HT>(z) > acc_t(0) ? V{} + 1 : V{} + slope;
+    store_lanes<HT>(sum, load_lanes<HT>(sum) + load_lanes<HT>(a) * lk);
+  } else {
+    for (int64_t h = 0; h < heads; ++h)
+      sum[h] += a[h] * if_positive(z[h], acc_t(1), slope);
+  }
 }
 
 // Forward: one worker per block of targets. For target i: the scores of
@@ -246,7 +253,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       raw_scores<HT>(sc, ne, sc.a_dst + i * H, sc.a_src, H);
       std::fill(sl.begin(), sl.end(), acc_t(0));
       softmax_weights<HT>(
-          ne, H, [&](acc_t z) { return sc.leaky(z); }, drop, pl + i * H, pa,
+          ne, H, [slope = sc.slope](auto z) { return leaky_relu(z, slope); }, drop, pl + i * H, pa,
           scratch.data(),
           [&](int64_t k, const acc_t* a) {
             if (stats.sums)
@@ -257,10 +264,9 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       std::fill(acc.begin(), acc.end(), acc_t(0));
       if (stats.sums) {
         for (int64_t k = 0; k < n; ++k)
-          add_weighted_row_by_sign<HT>(acc.data(), ne.w.data() + k * H,
-                                       ne.z.data() + k * H, x + ne.nbr[k] * HC,
-                                       H, C);
-        sum_rows(acc.data(), HC);
+          add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
+                               x + ne.nbr[k] * HC, H, C, ne.z.data() + k * H);
+        sum_blocks(acc.data(), HC);
         std::copy(acc.begin() + (2 - stats.slots) * HC, acc.end(),
                   stats.sums + i * stats.slots * HC);
       } else {
@@ -302,11 +308,20 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
   const acc_t* a = ne.w.data() + k * H;
   const int64_t id = ne.id[k];
   drop.factors(id, H, u);
-  for (int64_t h = 0; h < H; ++h) {
-    const acc_t lk = if_positive(z[h], acc_t(1), sc.slope);
-    u[h] *= a[h];
-    v[h] = u[h] * lk;
-    s[h] = a[h] * lk;
+  if constexpr (HT > 0) {
+    using V = lanes_t<acc_t, HT>;
+    const V av = load_lanes<HT>(a), uv = load_lanes<HT>(u) * av;
+    const V lk = load_lanes<HT>(z) > acc_t(0) ? V{} + 1 : V{} + sc.slope;
+    store_lanes<HT>(u, uv);
+    store_lanes<HT>(v, uv * lk);
+    store_lanes<HT>(s, av * lk);
+  } else {
+    for (int64_t h = 0; h < H; ++h) {
+      const acc_t lk = if_positive(z[h], acc_t(1), sc.slope);
+      u[h] *= a[h];
+      v[h] = u[h] * lk;
+      s[h] = a[h] * lk;
+    }
   }
   if (grad_alpha)
     for (int64_t h = 0; h < H; ++h) {
@@ -314,6 +329,21 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
       gu[h] = u[h] * ga;
       gv[h] = v[h] * ga;
     }
+}
+
+// t[h] += gv[h] - s[h] d[h]: an edge's terms of grad_a_src[j] beside the
+// dot product (see backward_source_kernel).
+template <int HT, typename acc_t>
+inline void add_source_terms(acc_t* __restrict t, const acc_t* __restrict gv,
+                             const acc_t* __restrict s,
+                             const acc_t* __restrict d, int64_t heads) {
+  if constexpr (HT > 0) {
+    store_lanes<HT>(t, load_lanes<HT>(t) + (load_lanes<HT>(gv) -
+                                            load_lanes<HT>(s) *
+                                                load_lanes<HT>(d)));
+  } else {
+    for (int64_t h = 0; h < heads; ++h) t[h] += gv[h] - s[h] * d[h];
+  }
 }
 
 // D_i and grad_a_dst[i] from target i's sums O_i and N_i ([H, C] each;
@@ -348,7 +378,7 @@ inline void target_grads(const scalar_t* g_i, const acc_t* o_i,
 // with u = alpha f and v = u lk: weighted row sums, as in the forward pass,
 // and one dot product per node. As lk is 1 or `slope`, Y = O - (1 - slope) N
 // with N the sum of u x_j over the edges with z <= 0 (O is the forward's
-// out_i; add_weighted_row_by_sign and sum_rows give both); likewise sum_i u
+// out_i; add_weighted_row and sum_blocks give both); likewise sum_i u
 // g_i and sum_i v g_i.
 //
 // Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
@@ -395,10 +425,10 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
             ex[h] += gu[h];
             ex[H + h] += gv[h];
           }
-        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
-                                     x + ne.nbr[k] * H * C, H, C);
+        add_weighted_row<HT>(pn.data(), u.data(), x + ne.nbr[k] * H * C, H, C,
+                             ne.z.data() + k * H);
       }
-      sum_rows(pn.data(), H * C);
+      sum_blocks(pn.data(), H * C);
       target_grads<HT>(go + i * H * C, pn.data(), pn.data() + H * C,
                        sl.data(), grad_alpha ? ex.data() : nullptr, sc.slope,
                        H, C,
@@ -536,10 +566,10 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
                          e.data(), gu.data(), gv.data());
         const acc_t* d = rec.at(i) + 2 * H;
         // gv stays zero without grad_alpha.
-        for (int64_t h = 0; h < H; ++h) t[h] += gv[h] - e[h] * d[h];
+        add_source_terms<HT>(t.data(), gv.data(), e.data(), d, H);
         const scalar_t* gi = go + i * H * C;
-        add_weighted_row_by_sign<HT>(pn.data(), u.data(), ne.z.data() + k * H,
-                                     gi, H, C);
+        add_weighted_row<HT>(pn.data(), u.data(), gi, H, C,
+                             ne.z.data() + k * H);
         if (grad_edge) {
           head_dots<HT>(ga.data(), gi, xj, H, C);
           acc_t* ge = grad_edge + ne.id[k] * H;
@@ -547,7 +577,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
             ge[h] = v[h] * ga[h] + gv[h] - e[h] * d[h];
         }
       }
-      sum_rows(pn.data(), H * C);
+      sum_blocks(pn.data(), H * C);
       // grad_x_j = sum_i u g_i, the first sum, and <x_j, sum_i v g_i> =
       // <x_j, first> - (1 - slope) <x_j, second>.
       head_dots<HT>(dots.data(), xj, pn.data(), H, C);

@@ -259,7 +259,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
         rows.template scores<HT>(i, ne.nbr[k], ne.id[k], s.data(),
                                  ne.z.data() + k * H);
       softmax_weights<HT>(
-          ne, H, [](acc_t e) { return e; }, drop, pl + i * H, pa,
+          ne, H, [](auto e) { return e; }, drop, pl + i * H, pa,
           scratch.data(), [](int64_t, const acc_t*) {});
       std::fill(acc.begin(), acc.end(), acc_t(0));
       for (int64_t k = 0; k < ne.n; ++k)
