@@ -186,19 +186,12 @@ void attention(const Scores<scalar_t, acc_t>& sc, NodeEdges<acc_t>& ne,
   }
 }
 
-// sum[h] += a[h] LeakyReLU'(z[h]).
+// LeakyReLU'(z) lane-wise, 1 or `slope` (NaN: `slope`), of the HT raw
+// scores at `z`.
 template <int HT, typename acc_t>
-inline void add_slope_weights(acc_t* __restrict sum, const acc_t* __restrict a,
-                              const acc_t* __restrict z, acc_t slope,
-                              int64_t heads) {
-  if constexpr (HT > 0) {
-    using V = lanes_t<acc_t, HT>;
-    const V lk = load_lanes<HT>(z) > acc_t(0) ? V{} + 1 : V{} + slope;
-    store_lanes<HT>(sum, load_lanes<HT>(sum) + load_lanes<HT>(a) * lk);
-  } else {
-    for (int64_t h = 0; h < heads; ++h)
-      sum[h] += a[h] * if_positive(z[h], acc_t(1), slope);
-  }
+inline lanes_t<acc_t, HT> slope_lanes(const acc_t* z, acc_t slope) {
+  using V = lanes_t<acc_t, HT>;
+  return load_lanes<HT>(z) > acc_t(0) ? V{} + 1 : V{} + slope;
 }
 
 // Forward: one worker per block of targets. For target i: the scores of
@@ -239,6 +232,9 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
     int64_t q = graph.ptr[i0];
     const int64_t HC = H * C;
     std::vector<acc_t> scratch(3 * H), acc((stats.sums ? 2 : 1) * HC), sl(H);
+    // sum_k alpha LeakyReLU'(z) per head: in a register for a head count
+    // known at compile time (through memory, a dependency chain per edge).
+    lanes_t<acc_t, (HT > 0 ? HT : 1)> slv;
     for (int64_t i = i0; i < i1; ++i) {
       // The rows of the edges up to kAhead positions past this node.
       prefetch_ahead(graph, i, graph.ptr[i1], q, [&](int64_t p) {
@@ -252,15 +248,27 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
       const int64_t n = ne.n;
       raw_scores<HT>(sc, ne, sc.a_dst + i * H, sc.a_src, H);
       std::fill(sl.begin(), sl.end(), acc_t(0));
+      slv = decltype(slv){};
       softmax_weights<HT>(
-          ne, H, [slope = sc.slope](auto z) { return leaky_relu(z, slope); }, drop, pl + i * H, pa,
-          scratch.data(),
+          ne, H, [slope = sc.slope](auto z) { return leaky_relu(z, slope); },
+          drop, pl + i * H, pa, scratch.data(),
           [&](int64_t k, const acc_t* a) {
-            if (stats.sums)
-              add_slope_weights<HT>(sl.data(), a, ne.z.data() + k * H,
-                                    sc.slope, H);
+            if (!stats.sums) return;
+            const acc_t* z = ne.z.data() + k * H;
+            if constexpr (HT > 0) {
+              slv += load_lanes<HT>(a) * slope_lanes<HT>(z, sc.slope);
+            } else {
+              for (int64_t h = 0; h < H; ++h)
+                sl[h] += a[h] * if_positive(z[h], acc_t(1), sc.slope);
+            }
           });
-      if (stats.sums) std::copy(sl.begin(), sl.end(), stats.slope_sum + i * H);
+      if (stats.sums) {
+        if constexpr (HT > 0) {
+          store_lanes<HT>(stats.slope_sum + i * H, slv);
+        } else {
+          std::copy(sl.begin(), sl.end(), stats.slope_sum + i * H);
+        }
+      }
       std::fill(acc.begin(), acc.end(), acc_t(0));
       if (stats.sums) {
         for (int64_t k = 0; k < n; ++k)
@@ -311,7 +319,7 @@ inline void edge_factors(const Scores<scalar_t, acc_t>& sc,
   if constexpr (HT > 0) {
     using V = lanes_t<acc_t, HT>;
     const V av = load_lanes<HT>(a), uv = load_lanes<HT>(u) * av;
-    const V lk = load_lanes<HT>(z) > acc_t(0) ? V{} + 1 : V{} + sc.slope;
+    const V lk = slope_lanes<HT>(z, sc.slope);
     store_lanes<HT>(u, uv);
     store_lanes<HT>(v, uv * lk);
     store_lanes<HT>(s, av * lk);
