@@ -8,6 +8,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 namespace pyg_gat_ext {
 
 // The unsigned integer type of T's size (2, 4 or 8 bytes): T's bits, for
@@ -125,6 +129,37 @@ inline acc_t lane_sum(int64_t C, T&& t) {
   for (int64_t w = kLanes / 2; w > 0; w /= 2)
     for (int64_t l = 0; l < w; ++l) p[l] += p[l + w];
   return p[0];
+}
+
+// Outputs of at least this many bytes are written with streaming stores
+// (store_row): far larger than the caches, their lines would only be read
+// from memory to be overwritten, and would evict the gathered rows.
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
+// dst[c] = src[c] for c < n, converted to T. With `stream`, float rows at
+// a 32-byte boundary whose length is a multiple of 8 take non-temporal
+// stores (no read of the lines first); the worker that streamed must call
+// stream_fence() before its results are read.
+template <typename T, typename S>
+inline void store_row(T* dst, const S* src, int64_t n, bool stream) {
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<S, float>) {
+    if (stream && n % 8 == 0 && reinterpret_cast<uintptr_t>(dst) % 32 == 0) {
+      for (int64_t c = 0; c < n; c += 8)
+        _mm256_stream_ps(dst + c, _mm256_loadu_ps(src + c));
+      return;
+    }
+  }
+#endif
+  for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<T>(src[c]);
+}
+
+// Orders this thread's streaming stores before what it writes next (and
+// before the end of the parallel region that reads them).
+inline void stream_fence() {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
 }
 
 // A read prefetch of the cache line at `p` (into L2). On x86 an asm

@@ -226,6 +226,7 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   acc_t* pl = lse.data_ptr<acc_t>();
   scalar_t* pa =
       return_attention_weights ? alpha.data_ptr<scalar_t>() : nullptr;
+  const bool stream = out.nbytes() >= kStreamBytes;
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
@@ -275,15 +276,17 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
           add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
                                x + ne.nbr[k] * HC, H, C, ne.z.data() + k * H);
         sum_blocks(acc.data(), HC);
-        std::copy(acc.begin() + (2 - stats.slots) * HC, acc.end(),
-                  stats.sums + i * stats.slots * HC);
+        store_row(stats.sums + i * stats.slots * HC,
+                  acc.data() + (2 - stats.slots) * HC, stats.slots * HC,
+                  stream);
       } else {
         for (int64_t k = 0; k < n; ++k)
           add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
                                x + ne.nbr[k] * HC, H, C);
       }
-      std::copy(acc.begin(), acc.begin() + HC, po + i * HC);
+      store_row(po + i * HC, acc.data(), HC, stream);
     }
+    stream_fence();
   });
 }
 
@@ -546,6 +549,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   const int64_t rec_bytes = 3 * H * sizeof(acc_t);
   scalar_t* px = grad_x.data_ptr<scalar_t>();
   acc_t* ps = grad_src.data_ptr<acc_t>();
+  const bool stream = grad_x.nbytes() >= kStreamBytes;
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
@@ -592,9 +596,9 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
       head_dots<HT>(dots.data() + H, xj, pn.data() + H * C, H, C);
       for (int64_t h = 0; h < H; ++h)
         ps[j * H + h] = dots[h] - (acc_t(1) - sc.slope) * dots[H + h] + t[h];
-      for (int64_t c = 0; c < H * C; ++c)
-        px[j * H * C + c] = static_cast<scalar_t>(pn[c]);
+      store_row(px + j * H * C, pn.data(), H * C, stream);
     }
+    stream_fence();
   });
 }
 
