@@ -131,10 +131,16 @@ inline acc_t lane_sum(int64_t C, T&& t) {
   return p[0];
 }
 
-// Outputs of at least this many bytes are written with streaming stores
-// (store_row): far larger than the caches, their lines would only be read
-// from memory to be overwritten, and would evict the gathered rows.
+// Buffers of at least this many bytes that nothing reads before the
+// backward pass are written with streaming stores (store_row): their lines
+// would only be read from memory to be overwritten, and would evict the
+// gathered rows.
 constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
+// The same for outputs that the next op reads at once (out, grad_x): only
+// far beyond the last-level cache (32 MiB on the machines measured), where
+// they would not be read from it anyway.
+constexpr int64_t kStreamOutputBytes = int64_t(128) << 20;
 
 // dst[c] = src[c] for c < n, converted to T. With `stream`, float rows at
 // a 32-byte boundary whose length is a multiple of 8 take non-temporal

@@ -226,7 +226,8 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   acc_t* pl = lse.data_ptr<acc_t>();
   scalar_t* pa =
       return_attention_weights ? alpha.data_ptr<scalar_t>() : nullptr;
-  const bool stream = out.nbytes() >= kStreamBytes;
+  const bool stream_out = out.nbytes() >= kStreamOutputBytes;
+  const bool stream_stats = out.nbytes() >= kStreamBytes;
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
     NodeEdges<acc_t> ne;
@@ -278,13 +279,13 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
         sum_blocks(acc.data(), HC);
         store_row(stats.sums + i * stats.slots * HC,
                   acc.data() + (2 - stats.slots) * HC, stats.slots * HC,
-                  stream);
+                  stream_stats);
       } else {
         for (int64_t k = 0; k < n; ++k)
           add_weighted_row<HT>(acc.data(), ne.w.data() + k * H,
                                x + ne.nbr[k] * HC, H, C);
       }
-      store_row(po + i * HC, acc.data(), HC, stream);
+      store_row(po + i * HC, acc.data(), HC, stream_out);
     }
     stream_fence();
   });
@@ -549,7 +550,7 @@ void backward_source_kernel(const Inputs& in, bool skip, double negative_slope,
   const int64_t rec_bytes = 3 * H * sizeof(acc_t);
   scalar_t* px = grad_x.data_ptr<scalar_t>();
   acc_t* ps = grad_src.data_ptr<acc_t>();
-  const bool stream = grad_x.nbytes() >= kStreamBytes;
+  const bool stream = grad_x.nbytes() >= kStreamOutputBytes;
 
   parallel_nodes(graph.ptr, in.num_src, [&](int64_t j0, int64_t j1) {
     NodeEdges<acc_t> ne;
