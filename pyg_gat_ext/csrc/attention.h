@@ -345,6 +345,18 @@ inline GradInputs check_grads(const char* op, const GraphInputs& g,
   return in;
 }
 
+// LeakyReLU of a value or lane-wise of a vector (lanes_t): exactly z or
+// z * slope, NaN preserved; branch-free for a value, so that loops over
+// heads or channels vectorise (both ops' scores).
+template <typename V, typename acc_t>
+inline V leaky_relu(V z, acc_t slope) {
+  if constexpr (std::is_arithmetic_v<V>) {
+    return std::max(z, acc_t(0)) + slope * std::min(z, acc_t(0));
+  } else {
+    return z > acc_t(0) ? z : z * slope;
+  }
+}
+
 // The loops of softmax_weights over a node's [n, H] scores: for a head
 // count known at compile time, one vector (lanes_t) per edge; GCC had left
 // them scalar, about 15 instructions per head and edge for the maximum

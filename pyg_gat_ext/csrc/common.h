@@ -21,29 +21,6 @@ using bits_of = std::conditional_t<
     sizeof(T) == 2, uint16_t,
     std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
 
-// exp(x) for float, branch-free so that loops over it vectorise: Cody-Waite
-// range reduction x = n ln2 + r and a degree-6 polynomial for exp(r) (about
-// 2 ulp). Returns 0 below -87.3 (and for -inf); x must not be NaN.
-inline float exp_approx(float x) {
-  const float xc = x > 88.3762626647949f ? 88.3762626647949f : x;
-  const float xr = xc < -87.3365447504f ? -87.3365447504f : xc;
-  const float n = std::nearbyint(xr * 1.44269504088896341f);
-  float r = std::fma(n, -0.693359375f, xr);
-  r = std::fma(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = std::fma(p, r, 1.3981999507e-3f);
-  p = std::fma(p, r, 8.3334519073e-3f);
-  p = std::fma(p, r, 4.1665795894e-2f);
-  p = std::fma(p, r, 1.6666665459e-1f);
-  p = std::fma(p, r, 5.0000001201e-1f);
-  p = std::fma(p, r * r, r + 1.0f);
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.3365447504f ? 0.0f : p * scale;
-}
-inline double exp_approx(double x) { return std::exp(x); }
-
 // A GCC vector of N values of T (N a power of two): one edge's values of
 // all its heads in one register, for the loops over a head count known at
 // compile time, which GCC unrolls into scalar code (about 15 instructions
@@ -69,28 +46,49 @@ inline void store_lanes(T* p, lanes_t<T, N> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
-// exp_approx lane-wise, for a vector of N float (the same steps, the
-// rounding to an integer by adding and subtracting 1.5 * 2^23, exact for
-// the clamped range), or std::exp on each lane of a vector of double.
+// exp(x) of a float, or lane-wise of a vector of N float (V =
+// lanes_t<float, N>), branch-free so that loops over it vectorise:
+// Cody-Waite range reduction x = n ln2 + r and a degree-6 polynomial for
+// exp(r) (about 2 ulp), n rounded to an integer by adding and subtracting
+// 1.5 * 2^23 (exact for the clamped range). Returns 0 below -87.3 (and for
+// -inf); x must not be NaN.
+template <typename V, int N = 1>
+inline V exp_float(V x) {
+  const V xc = x > 88.3762626647949f ? V{} + 88.3762626647949f : x;
+  const V xr = xc < -87.3365447504f ? V{} - 87.3365447504f : xc;
+  const V n = (xr * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  V r = n * -0.693359375f + xr;
+  r = n * 2.12194440e-4f + r;
+  V p = V{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + (r + 1.0f);
+  constexpr bool scalar = std::is_arithmetic_v<V>;
+  using I = std::conditional_t<scalar, int32_t, lanes_t<int32_t, N>>;
+  I bits;
+  if constexpr (scalar) {
+    bits = static_cast<int32_t>(n);
+  } else {
+    bits = __builtin_convertvector(n, I);
+  }
+  bits = (bits + 127) << 23;
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.3365447504f ? V{} : p * scale;
+}
+
+inline float exp_approx(float x) { return exp_float(x); }
+inline double exp_approx(double x) { return std::exp(x); }
+
+// exp_approx lane-wise: exp_float on a vector of N float, std::exp on each
+// lane of a vector of double.
 template <int N, typename T>
 inline lanes_t<T, N> exp_lanes(lanes_t<T, N> x) {
-  using V = lanes_t<T, N>;
   if constexpr (std::is_same_v<T, float>) {
-    const V xc = x > 88.3762626647949f ? V{} + 88.3762626647949f : x;
-    const V xr = xc < -87.3365447504f ? V{} - 87.3365447504f : xc;
-    const V n = (xr * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    V r = n * -0.693359375f + xr;
-    r = n * 2.12194440e-4f + r;
-    V p = V{} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + (r + 1.0f);
-    using I = lanes_t<int32_t, N>;
-    const I bits = (__builtin_convertvector(n, I) + 127) << 23;
-    return x < -87.3365447504f ? V{} : p * reinterpret_cast<const V&>(bits);
+    return exp_float<lanes_t<T, N>, N>(x);
   } else {
     for (int l = 0; l < N; ++l) x[l] = std::exp(x[l]);
     return x;

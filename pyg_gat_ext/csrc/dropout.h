@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <optional>
 
+#include "common.h"
+
 namespace pyg_gat_ext {
 
 // MurmurHash3's 32-bit finaliser, of one uint32_t or lane-wise of a GCC
@@ -76,7 +78,7 @@ struct Dropout {
       std::fill(f, f + heads, acc_t(1));
       return;
     }
-    using u32x8 = uint32_t __attribute__((vector_size(32)));
+    using u32x8 = lanes_t<uint32_t, 8>;
     const uint32_t e = dropout_index_hash(k0, k1, static_cast<uint64_t>(edge));
     const uint32_t t = static_cast<uint32_t>(threshold);
     const acc_t kept = static_cast<acc_t>(scale);

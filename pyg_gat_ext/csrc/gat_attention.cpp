@@ -94,18 +94,6 @@ inline acc_t if_positive(acc_t z, acc_t a, acc_t b) {
   return out;
 }
 
-// LeakyReLU of a value or lane-wise of a vector (lanes_t): exactly z or
-// z * slope, NaN preserved; branch-free for a value, so that loops over
-// heads vectorise.
-template <typename V, typename acc_t>
-inline V leaky_relu(V z, acc_t slope) {
-  if constexpr (std::is_arithmetic_v<V>) {
-    return std::max(z, acc_t(0)) + slope * std::min(z, acc_t(0));
-  } else {
-    return z > acc_t(0) ? z : z * slope;
-  }
-}
-
 // The score of edge (j -> i) with id `id` for head h, before the LeakyReLU.
 template <typename scalar_t, typename acc_t>
 struct Scores {
