@@ -162,18 +162,33 @@ void dispatch_kernel(at::ScalarType type, int64_t heads, F&& f) {
       [&] { dispatch_heads(heads, [&](auto ht) { f(scalar_t(), ht); }); });
 }
 
-// The bounds of at most `max_blocks` ranges of nodes with about equal edge
-// counts (and at least about 2048 edges and nodes each).
+// The cost of a node's work in units of one edge's: its implicit self-loop
+// and its output row, written whatever its degree.
+constexpr int64_t kNodeCost = 2;
+
+// The bounds of at most `max_blocks` ranges of nodes with about equal work,
+// an edge's for each edge plus kNodeCost per node (and at least about 2048
+// edges and nodes each). By edges alone, a sampled subgraph's last block
+// held every node without edges of its own: NeighborLoader puts the seeds
+// and nearest hops first, and the outer hop (most of the nodes) receives
+// no edges, so one thread did three times the other's work.
 inline std::vector<int64_t> node_blocks(const int64_t* ptr, int64_t num_nodes,
                                         int64_t max_blocks) {
   const int64_t num_edges = ptr[num_nodes];
   const int64_t target = std::max<int64_t>(
       1, std::min<int64_t>(max_blocks, (num_edges + num_nodes) / 2048 + 1));
+  const int64_t total = num_edges + kNodeCost * num_nodes;
   std::vector<int64_t> bounds{0};
   for (int64_t b = 1; b < target; ++b) {
-    const int64_t want = num_edges * b / target;
-    const int64_t i = std::lower_bound(ptr, ptr + num_nodes + 1, want) - ptr;
-    if (i > bounds.back() && i < num_nodes) bounds.push_back(i);
+    const int64_t want = total * b / target;
+    // The first node whose work before it reaches `want` (work is
+    // increasing in the node).
+    int64_t lo = 0, hi = num_nodes;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (ptr[mid] + kNodeCost * mid < want) lo = mid + 1; else hi = mid;
+    }
+    if (lo > bounds.back() && lo < num_nodes) bounds.push_back(lo);
   }
   bounds.push_back(num_nodes);
   return bounds;
@@ -187,8 +202,8 @@ void parallel_blocks(const std::vector<int64_t>& bounds, F&& f) {
   });
 }
 
-// f(begin, end) over ranges of nodes that parallel workers take: several
-// per thread, so that a skewed degree distribution still balances.
+// f(begin, end) over node_blocks' ranges of about equal work, several per
+// thread (at::parallel_for hands each thread a contiguous run of them).
 template <typename F>
 void parallel_nodes(const int64_t* ptr, int64_t num_nodes, F&& f) {
   parallel_blocks(node_blocks(ptr, num_nodes, 8 * at::get_num_threads()),
