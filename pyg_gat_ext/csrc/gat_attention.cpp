@@ -279,20 +279,6 @@ void forward_kernel(const Inputs& in, bool skip, double negative_slope,
   });
 }
 
-// out[h] = <a[h], b[h]> for [H, C] rows a and b.
-template <int HT, typename acc_t, typename a_t, typename b_t>
-inline void head_dots(acc_t* out, const a_t* a, const b_t* b, int64_t heads,
-                      int64_t C) {
-  const int64_t H = HT > 0 ? HT : heads;
-  for (int64_t h = 0; h < H; ++h) {
-    acc_t dot = 0;
-    for (int64_t c = 0; c < C; ++c)
-      dot +=
-          static_cast<acc_t>(a[h * C + c]) * static_cast<acc_t>(b[h * C + c]);
-    out[h] = dot;
-  }
-}
-
 // The per-edge factors of the backward pass, for edge k of `ne` with
 // attention alpha = w[k] (without dropout), raw score z[k] and dropout
 // factor f: u = alpha f (the weight of the edge's row in the output),
@@ -381,12 +367,60 @@ inline void target_grads(const scalar_t* g_i, const acc_t* o_i,
 // out_i; add_weighted_row and sum_blocks give both); likewise sum_i u
 // g_i and sum_i v g_i.
 //
+// What the pass over sources reads of each edge's target i, packed into
+// one record per target: a_dst[i], lse[i] and D_i (3 H values in acc_t), at
+// a stride that keeps a record within as few cache lines as its size
+// allows (the next power of two below 64 bytes, else whole lines). Read
+// from three arrays they cost three gathered cache lines per edge; packed,
+// one or two. The pass over targets writes each record as it computes D_i.
+template <typename acc_t>
+struct TargetRecords {
+  at::Tensor data;  // Owns `first`.
+  acc_t* first;
+  int64_t stride;  // In acc_t values.
+  int64_t heads;
+
+  const acc_t* at(int64_t i) const { return first + i * stride; }
+
+  // Writes target i's a_dst and lse (and zero padding) and returns where
+  // its D_i goes.
+  template <typename scalar_t>
+  acc_t* begin(int64_t i, const scalar_t* a_dst, const acc_t* lse) const {
+    const int64_t H = heads;
+    acc_t* r = first + i * stride;
+    for (int64_t h = 0; h < H; ++h) {
+      r[h] = static_cast<acc_t>(a_dst[i * H + h]);
+      r[H + h] = lse[i * H + h];
+    }
+    std::fill(r + 3 * H, r + stride, acc_t(0));
+    return r + 2 * H;
+  }
+};
+
+template <typename acc_t>
+TargetRecords<acc_t> make_records(const Inputs& in) {
+  const int64_t H = in.heads;
+  int64_t bytes = 3 * H * static_cast<int64_t>(sizeof(acc_t));
+  if (bytes < 64) {
+    int64_t p = 1;
+    while (p < bytes) p *= 2;
+    bytes = p;
+  } else {
+    bytes = (bytes + 63) / 64 * 64;
+  }
+  const int64_t stride = bytes / static_cast<int64_t>(sizeof(acc_t));
+  const auto type = c10::CppTypeToScalarType<acc_t>::value;
+  auto data = at::empty({in.num_dst, stride}, in.x.options().dtype(type));
+  return {data, data.template data_ptr<acc_t>(), stride, H};
+}
+
 // Pass over targets: D_i (saved for the source pass) and grad_a_dst[i].
 template <typename scalar_t, int HT>
 void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
                             const Dropout& drop, const at::Tensor& grad_out,
                             const scalar_t* grad_alpha, const at::Tensor& lse,
-                            at::Tensor& delta, at::Tensor& grad_dst) {
+                            const TargetRecords<at::opmath_type<scalar_t>>& rec,
+                            at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels;
   const auto graph = in.by_target(skip);
@@ -395,7 +429,6 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
   const int64_t row_bytes = H * C * sizeof(scalar_t);
   const scalar_t* go = grad_out.data_ptr<scalar_t>();
   const acc_t* pl = lse.data_ptr<acc_t>();
-  acc_t* pd = delta.data_ptr<acc_t>();
   acc_t* pg = grad_dst.data_ptr<acc_t>();
 
   parallel_nodes(graph.ptr, in.num_dst, [&](int64_t i0, int64_t i1) {
@@ -431,8 +464,8 @@ void backward_target_kernel(const Inputs& in, bool skip, double negative_slope,
       sum_blocks(pn.data(), H * C);
       target_grads<HT>(go + i * H * C, pn.data(), pn.data() + H * C,
                        sl.data(), grad_alpha ? ex.data() : nullptr, sc.slope,
-                       H, C,
-                       pd + i * H, pg + i * H, dots.data());
+                       H, C, rec.begin(i, sc.a_dst, pl), pg + i * H,
+                       dots.data());
     }
   });
 }
@@ -447,7 +480,9 @@ template <typename scalar_t, int HT>
 void backward_target_stats(const Inputs& in, double negative_slope,
                            const at::Tensor& grad_out, const at::Tensor& sums,
                            const at::Tensor& out, const at::Tensor& slope_sum,
-                           at::Tensor& delta, at::Tensor& grad_dst) {
+                           const at::Tensor& lse,
+                           const TargetRecords<at::opmath_type<scalar_t>>& rec,
+                           at::Tensor& grad_dst) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = HT > 0 ? HT : in.heads, C = in.channels, HC = H * C;
   const acc_t slope = static_cast<acc_t>(negative_slope);
@@ -458,63 +493,16 @@ void backward_target_stats(const Inputs& in, double negative_slope,
   const acc_t* po = slots == 2 ? sums.data_ptr<acc_t>() : out.data_ptr<acc_t>();
   const int64_t o_stride = slots == 2 ? 2 * HC : HC;
   const acc_t* psl = slope_sum.data_ptr<acc_t>();
-  acc_t* pd = delta.data_ptr<acc_t>();
+  const scalar_t* pa = in.a_dst.data_ptr<scalar_t>();
+  const acc_t* pl = lse.data_ptr<acc_t>();
   acc_t* pg = grad_dst.data_ptr<acc_t>();
   parallel_for(0, in.num_dst, 1024, [&](int64_t i0, int64_t i1) {
     std::vector<acc_t> dots(2 * H);
     for (int64_t i = i0; i < i1; ++i)
       target_grads<HT>(go + i * HC, po + i * o_stride, pn + i * slots * HC,
                        psl + i * H, static_cast<const acc_t*>(nullptr), slope,
-                       H, C, pd + i * H, pg + i * H, dots.data());
+                       H, C, rec.begin(i, pa, pl), pg + i * H, dots.data());
   });
-}
-
-// What the pass over sources reads of each edge's target i, packed into
-// one record per target: a_dst[i], lse[i] and D_i (3 H values in acc_t), at
-// a stride that keeps a record within as few cache lines as its size
-// allows (the next power of two below 64 bytes, else whole lines). Read
-// from three arrays they cost three gathered cache lines per edge; packed,
-// one or two.
-template <typename acc_t>
-struct TargetRecords {
-  at::Tensor data;  // Owns `first`.
-  const acc_t* first;
-  int64_t stride;  // In acc_t values.
-
-  const acc_t* at(int64_t i) const { return first + i * stride; }
-};
-
-template <typename scalar_t>
-TargetRecords<at::opmath_type<scalar_t>> pack_targets(
-    const Inputs& in, const at::Tensor& lse, const at::Tensor& delta) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t H = in.heads;
-  int64_t bytes = 3 * H * static_cast<int64_t>(sizeof(acc_t));
-  if (bytes < 64) {
-    int64_t p = 1;
-    while (p < bytes) p *= 2;
-    bytes = p;
-  } else {
-    bytes = (bytes + 63) / 64 * 64;
-  }
-  const int64_t stride = bytes / static_cast<int64_t>(sizeof(acc_t));
-  auto data = at::empty({in.num_dst, stride}, lse.options());
-  const scalar_t* pa = in.a_dst.data_ptr<scalar_t>();
-  const acc_t* pl = lse.data_ptr<acc_t>();
-  const acc_t* pd = delta.data_ptr<acc_t>();
-  acc_t* out = data.data_ptr<acc_t>();
-  parallel_for(0, in.num_dst, 4096, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      acc_t* r = out + i * stride;
-      for (int64_t h = 0; h < H; ++h) {
-        r[h] = static_cast<acc_t>(pa[i * H + h]);
-        r[H + h] = pl[i * H + h];
-        r[2 * H + h] = pd[i * H + h];
-      }
-      std::fill(r + 3 * H, r + stride, acc_t(0));
-    }
-  });
-  return {data, out, stride};
 }
 
 // Pass over sources: for source j, the attention of each edge (j -> i)
@@ -677,7 +665,6 @@ gat_attention_backward_cpu(
     sl = slope_sum->contiguous();
   }
   const auto acc_options = x.options().dtype(acc_type);
-  auto delta = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_src = at::empty({in.num_src, in.heads}, acc_options);
   auto grad_x = at::empty_like(in.x);
@@ -694,19 +681,19 @@ gat_attention_backward_cpu(
                         : nullptr;
         dispatch_heads(in.heads, [&](auto ht) {
           constexpr int HT = decltype(ht)::value;
+          const auto rec = make_records<at::opmath_type<scalar_t>>(in);
           if (has_stats && !pga) {
             backward_target_stats<scalar_t, HT>(in, negative_slope,
                                                 grads.grad_out, sums, o, sl,
-                                                delta, grad_dst);
+                                                grads.lse, rec, grad_dst);
           } else {
             backward_target_kernel<scalar_t, HT>(
                 in, remove_self_loops, negative_slope, drop, grads.grad_out,
-                pga, grads.lse, delta, grad_dst);
+                pga, grads.lse, rec, grad_dst);
           }
           backward_source_kernel<scalar_t, HT>(
               in, remove_self_loops, negative_slope, drop, grads.grad_out, pga,
-              pack_targets<scalar_t>(in, grads.lse, delta), grad_x, grad_src,
-              pge);
+              rec, grad_x, grad_src, pge);
         });
       });
   return {grad_x, grad_src.to(x.scalar_type()), grad_dst.to(x.scalar_type()),

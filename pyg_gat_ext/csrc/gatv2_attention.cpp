@@ -48,10 +48,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
 #include "attention.h"
 #include "common.h"
 #include "dropout.h"
@@ -120,44 +116,6 @@ Inputs check_inputs(const char* op, const at::Tensor& x_src,
   return in;
 }
 
-// 8 sums of 8 floats, t[8 h .. 8 h + 7] into out[h], in three rounds of
-// pairwise additions across the 8 rows at once (a transposed reduction):
-// 9 vector instructions where 8 horizontal sums take about 50.
-#if defined(__AVX__)
-inline void sum_8x8(float* out, const float* t) {
-  __m256 r[8];
-  for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(t + 8 * k);
-  // hadd(a, b) = [a01, a23, b01, b23, a45, a67, b45, b67] (aNM = aN + aM).
-  const __m256 ab =
-      _mm256_hadd_ps(_mm256_hadd_ps(r[0], r[1]), _mm256_hadd_ps(r[2], r[3]));
-  const __m256 cd =
-      _mm256_hadd_ps(_mm256_hadd_ps(r[4], r[5]), _mm256_hadd_ps(r[6], r[7]));
-  // ab = [r0 0123, r1 0123, r2 0123, r3 0123, r0 4567, ..., r3 4567].
-  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(ab, cd, 0x20),
-                                      _mm256_permute2f128_ps(ab, cd, 0x31)));
-}
-#endif
-
-// out[h] = sum_{c < C} term(h C + c) for every head: for 8 heads of 8
-// float channels (a common layout) the terms of all heads at once, then
-// sum_8x8; else lane_sum per head. Either order depends on H and C only.
-template <int HT, typename acc_t, typename T>
-inline void head_sums(acc_t* out, int64_t heads, int64_t C, T&& term) {
-#if defined(__AVX__)
-  if constexpr (HT == 8 && std::is_same_v<acc_t, float>) {
-    if (C == 8) {
-      alignas(32) float t[64];
-      for (int64_t k = 0; k < 64; ++k) t[k] = term(k);
-      sum_8x8(out, t);
-      return;
-    }
-  }
-#endif
-  const int64_t H = HT > 0 ? HT : heads;
-  for (int64_t h = 0; h < H; ++h)
-    out[h] = lane_sum<acc_t>(C, [&](int64_t c) { return term(h * C + c); });
-}
-
 // The feature rows of the op: s = x_dst[i] + x_src[j] (+ edge_x[id]) and
 // the score e[h] = <att[h], LeakyReLU(s[h])> of an edge, for [H, C] rows
 // of HC = H C values.
@@ -221,15 +179,6 @@ Rows<scalar_t, acc_t> rows_of(const Inputs& in, double negative_slope,
           in.channels,
           in.heads * in.channels,
           static_cast<acc_t>(negative_slope)};
-}
-
-// out[h] = <a[h], b[h]> for [H, C] rows a and b (in head_sums' order).
-template <int HT, typename acc_t, typename scalar_t>
-inline void head_dots(acc_t* out, const scalar_t* a, const scalar_t* b,
-                      int64_t heads, int64_t C) {
-  head_sums<HT>(out, heads, C, [&](int64_t k) {
-    return static_cast<acc_t>(a[k]) * static_cast<acc_t>(b[k]);
-  });
 }
 
 // Forward: one worker per block of targets (see the top of the file).
