@@ -456,18 +456,33 @@ void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
   acc_t* m = scratch;
   acc_t* s = scratch + H;
   acc_t* f = scratch + 2 * H;
-  score_max<HT>(ne.z.data(), n, H, score, m, s);  // s: NaN counts.
-  for (int64_t h = 0; h < H; ++h) {
-    // The reference point of the exponentials; NaN makes all NaN.
-    lse[h] = s[h] > acc_t(0) ? s[h] * std::numeric_limits<acc_t>::quiet_NaN()
-             : m[h] == -inf  ? acc_t(0)
-                             : m[h];
+  // One edge with finite scores (a node with only its self-loop: most of a
+  // sampled subgraph's nodes): lse = e and weights 1, what the general path
+  // gives exactly (exp 0 = 1, log 1 = 0) without its exp, log and division.
+  bool single = n == 1;
+  for (int64_t h = 0; single && h < H; ++h) {
+    const acc_t e = score(ne.z[h]);
+    single = e - e == acc_t(0);
+    lse[h] = e;
   }
-  score_exp<HT>(ne.z.data(), n, H, score, static_cast<const acc_t*>(lse),
-                ne.w.data(), s);
-  for (int64_t h = 0; h < H; ++h) {
-    lse[h] = s[h] == acc_t(0) ? -inf : lse[h] + std::log(s[h]);
-    s[h] = acc_t(1) / s[h];
+  if (single) {
+    std::fill(ne.w.data(), ne.w.data() + H, acc_t(1));
+    std::fill(s, s + H, acc_t(1));
+  } else {
+    score_max<HT>(ne.z.data(), n, H, score, m, s);  // s: NaN counts.
+    for (int64_t h = 0; h < H; ++h) {
+      // The reference point of the exponentials; NaN makes all NaN.
+      lse[h] = s[h] > acc_t(0)
+                   ? s[h] * std::numeric_limits<acc_t>::quiet_NaN()
+               : m[h] == -inf ? acc_t(0)
+                              : m[h];
+    }
+    score_exp<HT>(ne.z.data(), n, H, score, static_cast<const acc_t*>(lse),
+                  ne.w.data(), s);
+    for (int64_t h = 0; h < H; ++h) {
+      lse[h] = s[h] == acc_t(0) ? -inf : lse[h] + std::log(s[h]);
+      s[h] = acc_t(1) / s[h];
+    }
   }
   for (int64_t k = 0; k < n; ++k) {
     acc_t* w = ne.w.data() + k * H;
