@@ -123,6 +123,30 @@ def test_large_outputs_streamed():
                                    msg=f'output {i}')
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_non_finite_scores(backend, device, dtype):
+    # Targets 0-3 and 6-7 have only their self-loop (the softmax's
+    # single-edge path), 4 and 5 three edges; scores of +inf, -inf, NaN and
+    # a large finite value on each kind give what the reference gives.
+    src = torch.tensor([0, 1, 6, 2, 3, 7])
+    dst = torch.tensor([4, 4, 4, 5, 5, 5])
+    graph = GATGraph(*[t.to(device) for t in gat_graph(src, dst, 8, 8)])
+    x, a_src, a_dst, _ = make_inputs(8, 8, 6, 2, 3, dtype, device, 8)
+    with torch.no_grad():
+        a_dst[:4, 0] = torch.tensor([float('inf'), float('-inf'),
+                                     float('nan'), 1e30])
+        a_dst[4, 1] = float('inf')
+        a_dst[5, 0] = float('nan')
+    kwargs = dict(num_loops=8, remove_self_loops=True)
+    inputs = (x, a_src, a_dst, None)
+    expected = run('reference', inputs, graph, **kwargs)
+    actual = run(backend, inputs, graph, **kwargs)
+    assert expected[0].isnan().any() and expected[0].isfinite().any()
+    for i, (a, b) in enumerate(zip(actual, expected, strict=True)):
+        torch.testing.assert_close(a, b, equal_nan=True, **TOL[dtype],
+                                   msg=f'output {i}')
+
+
 @pytest.mark.parametrize('case', CASES)
 def test_backward_from_forward_stats(case):
     # Without a gradient of the attention weights, the C++ backward takes
