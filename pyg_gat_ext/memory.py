@@ -88,6 +88,11 @@ def peak_memory(
         torch.cuda.synchronize(device)
         result.bytes = torch.cuda.max_memory_allocated(device) - start
         return
+    # Buffers that the kernels keep for reuse are not in use: unmapped
+    # before the peak is reset, so that the block's own use of them counts
+    # (as the CUDA allocator's cached blocks do not in memory_allocated).
+    from pyg_gat_ext.ops import empty_cache
+    empty_cache()
     before = _rss_kib() if device.type == 'cpu' else None
     if before is None or not _reset_rss_peak():
         yield result

@@ -30,6 +30,7 @@
 
 #include "common.h"
 #include "dropout.h"
+#include "pool.h"
 
 namespace pyg_gat_ext {
 namespace attention {
@@ -321,7 +322,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_outputs(
   const int64_t H = x.size(1);
   const auto acc_type = at::toOpMathType(x.scalar_type());
   return {
-      at::empty({g.num_dst, H, x.size(2)}, x.options()),
+      empty_pooled({g.num_dst, H, x.size(2)}, x.options()),
       at::empty({g.num_dst, H}, x.options().dtype(acc_type)),
       at::empty({return_attention_weights ? g.num_edges + g.num_loops : 0, H},
                 x.options())};

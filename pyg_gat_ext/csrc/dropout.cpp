@@ -7,12 +7,12 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/empty_like.h>
 
 #include <cstdint>
 
 #include "common.h"
 #include "kernels.h"
+#include "pool.h"
 
 namespace pyg_gat_ext {
 
@@ -21,7 +21,7 @@ at::Tensor dropout_cpu(const at::Tensor& x, double p,
   TORCH_CHECK(x.device().is_cpu(), "dropout: expected a CPU tensor");
   TORCH_CHECK(p >= 0.0 && p <= 1.0, "dropout: 'p' must lie in [0, 1]");
   const auto in = x.contiguous();
-  auto out = at::empty_like(in);
+  auto out = empty_pooled(in.sizes(), in.options());
   const Dropout drop(p, seed);
   const int64_t n = in.numel();
   if (!drop.active) {

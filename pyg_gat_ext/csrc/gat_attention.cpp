@@ -14,7 +14,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +28,7 @@
 #include "common.h"
 #include "dropout.h"
 #include "kernels.h"
+#include "pool.h"
 
 namespace pyg_gat_ext {
 namespace {
@@ -601,7 +601,7 @@ gat_attention_cpu(const at::Tensor& x, const at::Tensor& a_src,
   const int64_t rows = save_stats ? in.num_dst : 0;
   const auto acc_options = x.options().dtype(lse.scalar_type());
   const int64_t slots = stats_slots(x.scalar_type());
-  auto sums = at::empty({rows, slots, in.heads, in.channels}, acc_options);
+  auto sums = empty_pooled({rows, slots, in.heads, in.channels}, acc_options);
   auto slope_sum = at::empty({rows, in.heads}, acc_options);
   dispatch_kernel(x.scalar_type(), in.heads, [&](auto t, auto ht) {
     using scalar_t = decltype(t);
@@ -667,7 +667,7 @@ gat_attention_backward_cpu(
   const auto acc_options = x.options().dtype(acc_type);
   auto grad_dst = at::empty({in.num_dst, in.heads}, acc_options);
   auto grad_src = at::empty({in.num_src, in.heads}, acc_options);
-  auto grad_x = at::empty_like(in.x);
+  auto grad_x = empty_pooled(in.x.sizes(), in.x.options());
   auto grad_edge = at::empty(
       {edge_score.has_value() ? in.num_edges + num_loops : 0, in.heads},
       acc_options);

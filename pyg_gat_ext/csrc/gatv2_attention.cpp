@@ -39,7 +39,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <cmath>
@@ -52,6 +51,7 @@
 #include "common.h"
 #include "dropout.h"
 #include "kernels.h"
+#include "pool.h"
 
 namespace pyg_gat_ext {
 namespace {
@@ -532,8 +532,8 @@ gatv2_attention_backward_cpu(
   auto state = at::empty({num_ids, record}, options.dtype(at::kByte));
   auto delta = at::empty({in.num_dst, H}, options.dtype(acc_type));
   auto grad_att = at::empty({H, C}, options);
-  auto grad_x_src = at::empty_like(in.x_src);
-  auto grad_x_dst = at::empty_like(in.x_dst);
+  auto grad_x_src = empty_pooled(in.x_src.sizes(), in.x_src.options());
+  auto grad_x_dst = empty_pooled(in.x_dst.sizes(), in.x_dst.options());
   auto grad_edge = at::empty({in.edge_x ? num_ids : 0, H, C}, options);
   dispatch_kernel(type, H, [&](auto t, auto ht) {
     using scalar_t = decltype(t);

@@ -23,6 +23,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "pool.h"
 
 namespace pyg_gat_ext {
 namespace {
@@ -94,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor> head_scores_backward_cpu(
   const auto gs = grad.to(x.scalar_type()).contiguous();
   const auto xs = x.contiguous();
   const auto as = att.contiguous();
-  auto grad_x = at::empty_like(xs);
+  auto grad_x = empty_pooled(xs.sizes(), xs.options());
   auto grad_att = at::empty_like(as);
   const int64_t K = s.K, H = s.H, C = s.C, KHC = K * H * C;
   const int64_t rows = std::max(kRows, (s.N + kMaxBlocks - 1) / kMaxBlocks);

@@ -28,6 +28,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "pool.h"
 
 namespace pyg_gat_ext {
 namespace {
@@ -163,9 +164,10 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
                       double max_density) {
   check_inputs("linear", x, weight, 1);
   const auto xs = x.contiguous();
-  if (!skip_zeros(xs, weight, max_density)) return at::mm(xs, weight.t());
   const int64_t N = x.size(0), K = x.size(1), M = weight.size(0);
-  auto out = at::empty({N, M}, x.options());
+  auto out = empty_pooled({N, M}, x.options());
+  if (!skip_zeros(xs, weight, max_density))
+    return at::mm_out(out, xs, weight.t());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "linear", [&] {
         using acc_t = at::opmath_type<scalar_t>;

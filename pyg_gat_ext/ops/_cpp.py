@@ -28,6 +28,7 @@ into a cache of their own (run Python with the ASan runtime preloaded,
 ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``); CI runs the op tests so.
 """
 import contextlib
+import ctypes
 import glob
 import hashlib
 import os
@@ -61,7 +62,7 @@ _ASAN = ['-fsanitize=address', '-fno-omit-frame-pointer']
 TYPICAL_BUILD_SECONDS = 80
 
 _lock = threading.Lock()
-_state = {'tried': False, 'loaded': False, 'error': None}
+_state = {'tried': False, 'loaded': False, 'error': None, 'path': None}
 
 
 def _cpu_tag() -> str:
@@ -302,6 +303,7 @@ def _build(sources: Dict[str, bytes], build_dir: str, library: str) -> None:
             else:
                 os.environ['PATH'] = path
         os.replace(built, library)  # Loaded already, from `built`.
+        _state['path'] = library
         seconds = time.monotonic() - start
         _say(f'compiled the C++ CPU kernels in {seconds:.1f} s')
         _record(seconds)
@@ -323,6 +325,18 @@ def _load_library() -> None:
                 _build(sources, build_dir, library)
                 return
     torch.ops.load_library(library)
+    _state['path'] = library
+
+
+def empty_cache() -> int:
+    r"""Unmaps the large CPU buffers (32 MiB and more) that the C++ kernels
+    keep for reuse once freed (csrc/pool.cpp); returns their bytes (0 where
+    the kernels are not loaded)."""
+    if not _state['loaded']:
+        return 0
+    lib = ctypes.CDLL(_state['path'])  # The loaded library, not a copy.
+    lib.pyg_gat_ext_empty_cache.restype = ctypes.c_int64
+    return int(lib.pyg_gat_ext_empty_cache())
 
 
 def load() -> bool:
