@@ -9,7 +9,7 @@
 namespace pyg_gat_ext {
 
 // at::empty(sizes, opts), from the pool where it is a CPU tensor of at
-// least 32 MiB (on Linux).
+// least 8 MiB (on Linux).
 at::Tensor empty_pooled(at::IntArrayRef sizes, const at::TensorOptions& opts);
 
 // Unmaps the pool's free blocks; returns their bytes.

@@ -329,7 +329,7 @@ def _load_library() -> None:
 
 
 def empty_cache() -> int:
-    r"""Unmaps the large CPU buffers (32 MiB and more) that the C++ kernels
+    r"""Unmaps the large CPU buffers (8 MiB and more) that the C++ kernels
     keep for reuse once freed (csrc/pool.cpp); returns their bytes (0 where
     the kernels are not loaded)."""
     if not _state['loaded']:
