@@ -329,9 +329,10 @@ def _load_library() -> None:
 
 
 def empty_cache() -> int:
-    r"""Unmaps the large CPU buffers (8 MiB and more) that the C++ kernels
-    keep for reuse once freed (csrc/pool.cpp); returns their bytes (0 where
-    the kernels are not loaded)."""
+    r"""Unmaps the CPU buffers of 8 MiB and more that the C++ kernels keep
+    for reuse once freed (at most 8 blocks; see the design page) and returns
+    their bytes, 0 where the kernels are not loaded. As
+    :func:`torch.cuda.empty_cache`, it frees no tensor still in use."""
     if not _state['loaded']:
         return 0
     lib = ctypes.CDLL(_state['path'])  # The loaded library, not a copy.
