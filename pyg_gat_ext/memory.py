@@ -14,6 +14,7 @@ measuring, and compare figures taken in one process, one after the other.
 """
 import contextlib
 import re
+import sys
 from typing import Iterator, Optional, Union
 
 import torch
@@ -91,8 +92,11 @@ def peak_memory(
     # Buffers that the kernels keep for reuse are not in use: unmapped
     # before the peak is reset, so that the block's own use of them counts
     # (as the CUDA allocator's cached blocks do not in memory_allocated).
-    from pyg_gat_ext.ops import empty_cache
-    empty_cache()
+    # Not imported here: this module also runs alone, beside other
+    # libraries' torch (benchmarks/peers), and loaded kernels imported it.
+    cpp = sys.modules.get('pyg_gat_ext.ops._cpp')
+    if cpp is not None:
+        cpp.empty_cache()
     before = _rss_kib() if device.type == 'cpu' else None
     if before is None or not _reset_rss_peak():
         yield result
