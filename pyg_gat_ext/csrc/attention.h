@@ -499,6 +499,14 @@ void softmax_weights(NodeEdges<acc_t>& ne, int64_t heads, S&& score,
   }
 }
 
+// Where head h's weighted row goes in add_weighted_row's `acc`: the second
+// [H, C] block (offset HC) where the edge's raw scores `z` are given and
+// !(z[h] > 0), NaN included; else the first.
+template <typename acc_t>
+inline int64_t sign_block(const acc_t* z, int64_t h, int64_t HC) {
+  return z && !(z[h] > acc_t(0)) ? HC : 0;
+}
+
 // acc[h, c] += w[h] * row[h, c] for float rows whose head width C is a
 // multiple of L, L lanes at a time in explicit vectors (see
 // add_weighted_row), into the second [H, C] block of `acc` for the heads
@@ -510,7 +518,7 @@ inline void add_weighted_lanes(float* __restrict acc, const float* w,
   using V = lanes_t<float, L>;
   const int64_t H = HT > 0 ? HT : heads;
   for (int64_t h = 0; h < H; ++h) {
-    float* __restrict ah = acc + (z && !(z[h] > 0.0f) ? H * C : 0) + h * C;
+    float* __restrict ah = acc + sign_block(z, h, H * C) + h * C;
     const float* __restrict rh = row + h * C;
     const V wh = V{} + w[h];
     for (int64_t c = 0; c < C; c += L)
@@ -538,8 +546,7 @@ inline void add_weighted_row(acc_t* __restrict acc, const acc_t* w,
     if (C % 8 == 0) return add_weighted_lanes<8, HT>(acc, w, row, H, C, z);
   }
   for (int64_t h = 0; h < H; ++h) {
-    acc_t* __restrict ah =
-        acc + (z && !(z[h] > acc_t(0)) ? H * C : 0) + h * C;
+    acc_t* __restrict ah = acc + sign_block(z, h, H * C) + h * C;
     const scalar_t* __restrict rh = row + h * C;
     const acc_t wh = w[h];
     for (int64_t c = 0; c < C; ++c) ah[c] += wh * static_cast<acc_t>(rh[c]);

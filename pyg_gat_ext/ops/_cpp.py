@@ -62,7 +62,13 @@ _ASAN = ['-fsanitize=address', '-fno-omit-frame-pointer']
 TYPICAL_BUILD_SECONDS = 80
 
 _lock = threading.Lock()
-_state = {'tried': False, 'loaded': False, 'error': None, 'path': None}
+_state = {
+    'tried': False,
+    'loaded': False,
+    'error': None,
+    'path': None,
+    'empty_cache': None,
+}
 
 
 def _cpu_tag() -> str:
@@ -335,9 +341,11 @@ def empty_cache() -> int:
     :func:`torch.cuda.empty_cache`, it frees no tensor still in use."""
     if not _state['loaded']:
         return 0
-    lib = ctypes.CDLL(_state['path'])  # The loaded library, not a copy.
-    lib.pyg_gat_ext_empty_cache.restype = ctypes.c_int64
-    return int(lib.pyg_gat_ext_empty_cache())
+    if _state['empty_cache'] is None:  # The loaded library, not a copy.
+        fn = ctypes.CDLL(_state['path']).pyg_gat_ext_empty_cache
+        fn.restype = ctypes.c_int64
+        _state['empty_cache'] = fn
+    return int(_state['empty_cache']())
 
 
 def load() -> bool:
